@@ -1,0 +1,13 @@
+import os
+
+from piccolo.conf.apps import AppConfig
+
+from core.accounts.tables import AuthToken, DoctorSpecialty, LoginThrottle, RecoveryCode, User
+
+APP_CONFIG = AppConfig(
+    app_name="accounts",
+    migrations_folder_path=os.path.join(os.path.dirname(__file__), "piccolo_migrations"),
+    table_classes=[User, DoctorSpecialty, RecoveryCode, AuthToken, LoginThrottle],
+    migration_dependencies=[],
+    commands=[],
+)

@@ -1,0 +1,604 @@
+"""Accounts: registration, sign-in, second factor, resets, profiles and staff.
+
+Every function here is callable without HTTP (tests, CLI). Answers never reveal whether an
+email has an account (SECURITY.md 3): registration and reset behave the same either way, and a
+failed sign-in costs the same time and gives the same message.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+
+from core import db, runtime
+from core.accounts import passwords, second_factor
+from core.accounts.tables import AuthToken, DoctorSpecialty, LoginThrottle, User
+from core.audit import service as audit
+from core.notifications import service as notifications
+from core.security import (
+    ADMIN,
+    AUTH_ENROL,
+    AUTH_FULL,
+    AUTH_SECOND_FACTOR,
+    PATIENT,
+    STAFF_ROLES,
+    derive_key,
+)
+from core.tokens import new_token, token_hash
+
+VERIFY_EMAIL = "verify_email"
+RESET_PASSWORD = "reset_password"
+STAFF_INVITE = "staff_invite"
+TOKEN_LIFETIME = {
+    VERIFY_EMAIL: timedelta(days=2),
+    RESET_PASSWORD: timedelta(hours=1),
+    STAFF_INVITE: timedelta(days=3),
+}
+
+# Progressive delay: after FREE_FAILURES wrong passwords, each further one doubles the wait,
+# up to MAX_DELAY. It always ends, so an attacker cannot lock a person out for good.
+FREE_FAILURES = 5
+FIRST_DELAY = timedelta(seconds=15)
+MAX_DELAY = timedelta(minutes=15)
+
+COUNTRIES = sorted(((c.alpha_2, c.name) for c in pycountry.countries), key=lambda pair: pair[1])
+_COUNTRY_CODES = {code for code, _ in COUNTRIES}
+
+
+class ValidationFailed(Exception):
+    """Bad input; `errors` maps each field name to a message for the person."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("invalid input")
+        self.errors = errors
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def _email_problem(email: str) -> str | None:
+    if not email:
+        return "Enter your email address."
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return "Enter an email address like name@example.com."
+    return None
+
+
+# Looking users up --------------------------------------------------------------------------
+
+
+async def get_active_user(uid: str) -> User | None:
+    try:
+        parsed = uuid.UUID(uid)
+    except ValueError:
+        return None
+    return await User.objects().where((User.uid == parsed) & (User.is_active.eq(True))).first()
+
+
+async def get_user(uid: str) -> User | None:
+    try:
+        parsed = uuid.UUID(uid)
+    except ValueError:
+        return None
+    return await User.objects().where(User.uid == parsed).first()
+
+
+async def get_user_by_email(email: str) -> User | None:
+    return await User.objects().where(User.email == normalise_email(email)).first()
+
+
+# Tokens ------------------------------------------------------------------------------------
+
+
+async def _issue_token(user: User, purpose: str) -> str:
+    token, hashed = new_token()
+    await AuthToken.insert(
+        AuthToken(
+            purpose=purpose,
+            token_hash=hashed,
+            user=user.id,
+            expires_at=now() + TOKEN_LIFETIME[purpose],
+        )
+    )
+    return token
+
+
+async def peek_token(token: str, *purposes: str) -> User | None:
+    """The user a still-valid token belongs to, without using it (for showing a form)."""
+    row = (
+        await AuthToken.objects()
+        .where(
+            (AuthToken.token_hash == token_hash(token))
+            & AuthToken.purpose.is_in(list(purposes))
+            & AuthToken.used_at.is_null()
+            & (AuthToken.expires_at > now())
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    return await User.objects().where((User.id == row.user) & User.is_active.eq(True)).first()
+
+
+async def _use_token(token: str, *purposes: str) -> tuple[User, str] | None:
+    """Mark a token used, atomically: of two concurrent uses only one succeeds."""
+    used = (
+        await AuthToken.update({AuthToken.used_at: now()})
+        .where(
+            (AuthToken.token_hash == token_hash(token))
+            & AuthToken.purpose.is_in(list(purposes))
+            & AuthToken.used_at.is_null()
+            & (AuthToken.expires_at > now())
+        )
+        .returning(AuthToken.user, AuthToken.purpose)
+    )
+    if not used:
+        return None
+    user = (
+        await User.objects().where((User.id == used[0]["user"]) & User.is_active.eq(True)).first()
+    )
+    return (user, used[0]["purpose"]) if user else None
+
+
+def _link(path: str) -> str:
+    return f"{runtime.settings().base_url}{path}"
+
+
+# Registration ------------------------------------------------------------------------------
+
+
+def _profile_errors(full_name: str, phone: str, country: str) -> dict[str, str]:
+    errors = {}
+    if not full_name.strip():
+        errors["full_name"] = "Enter your full name."
+    elif len(full_name) > 200:
+        errors["full_name"] = "Use at most 200 characters for your name."
+    if len(phone) > 40 or any(ch not in "0123456789 +-()." for ch in phone):
+        errors["phone"] = "Enter a phone number using digits, spaces and + only."
+    if country not in _COUNTRY_CODES:
+        errors["country"] = "Choose the country you live in."
+    return errors
+
+
+async def register_patient(
+    *, email: str, password: str, full_name: str, phone: str, country: str, ip: str | None
+) -> None:
+    """Create a patient account and email a verification link.
+
+    If the email already has an account, that person gets an email saying so instead; the
+    answer to the browser is the same either way.
+    """
+    email = normalise_email(email)
+    errors = _profile_errors(full_name, phone, country)
+    if problem := _email_problem(email):
+        errors["email"] = problem
+    if problem := passwords.policy_problem(password, email=email, name=full_name):
+        errors["password"] = problem
+    if errors:
+        raise ValidationFailed(errors)
+    password_hash = await passwords.hash_password(password)
+    async with db.transaction():
+        existing = await get_user_by_email(email)
+        if existing is not None:
+            await notifications.enqueue(
+                to=email, template="account_exists", context={"login_link": _link("/login")}
+            )
+            return
+        user = User(
+            email=email,
+            password_hash=password_hash,
+            role=PATIENT,
+            full_name=full_name.strip(),
+            phone=phone.strip(),
+            country=country,
+        )
+        await User.insert(user)
+        token = await _issue_token(user, VERIFY_EMAIL)
+        await notifications.enqueue(
+            to=email,
+            template="verify_email",
+            context={"link": _link(f"/verify-email/{token}")},
+        )
+        await audit.record("account.register", actor=user, subject_uid=str(user.uid), ip=ip)
+
+
+async def resend_verification(user: User) -> None:
+    if user.email_verified_at is not None:
+        return
+    async with db.transaction():
+        token = await _issue_token(user, VERIFY_EMAIL)
+        await notifications.enqueue(
+            to=user.email,
+            template="verify_email",
+            context={"link": _link(f"/verify-email/{token}")},
+        )
+
+
+async def confirm_email(token: str, *, ip: str | None) -> bool:
+    async with db.transaction():
+        used = await _use_token(token, VERIFY_EMAIL)
+        if used is None:
+            return False
+        user, _ = used
+        await User.update({User.email_verified_at: now()}).where(User.id == user.id)
+        await audit.record("account.email_verified", actor=user, subject_uid=str(user.uid), ip=ip)
+    return True
+
+
+# Signing in --------------------------------------------------------------------------------
+
+
+@dataclass
+class SignIn:
+    """The outcome of a password check: `level` is None when it failed."""
+
+    user: User | None = None
+    level: str | None = None
+    retry_after: int = 0  # seconds, when throttled
+
+
+def _throttle_key(kind: str, value: str) -> str:
+    key = derive_key(runtime.settings(), "login-throttle")
+    return hmac.new(key, f"{kind}:{value}".encode(), "sha256").hexdigest()
+
+
+async def _throttle_wait(key: str) -> int:
+    row = await LoginThrottle.objects().where(LoginThrottle.key == key).first()
+    if row is None or row.blocked_until is None:
+        return 0
+    remaining = (row.blocked_until - now()).total_seconds()
+    return max(0, int(remaining + 0.999))
+
+
+async def _throttle_fail(key: str) -> None:
+    async with db.transaction():
+        row = await LoginThrottle.objects().where(LoginThrottle.key == key).first()
+        if row is None:
+            row = LoginThrottle(key=key, failures=0)
+            await LoginThrottle.insert(row)
+        failures = row.failures + 1
+        blocked_until = None
+        if failures >= FREE_FAILURES:
+            delay = min(FIRST_DELAY * 2 ** (failures - FREE_FAILURES), MAX_DELAY)
+            blocked_until = now() + delay
+        await LoginThrottle.update(
+            {LoginThrottle.failures: failures, LoginThrottle.blocked_until: blocked_until}
+        ).where(LoginThrottle.key == key)
+
+
+async def _throttle_clear(key: str) -> None:
+    await LoginThrottle.delete().where(LoginThrottle.key == key)
+
+
+def _level_after_password(user: User) -> str:
+    if user.totp_enabled_at is not None:
+        return AUTH_SECOND_FACTOR
+    return AUTH_ENROL if user.role in STAFF_ROLES else AUTH_FULL
+
+
+async def sign_in(email: str, password: str, *, ip: str | None) -> SignIn:
+    email = normalise_email(email)
+    key = _throttle_key("email", email)
+    if wait := await _throttle_wait(key):
+        await audit.record("login.throttled", outcome="denied", ip=ip)
+        return SignIn(retry_after=wait)
+    user = await get_user_by_email(email)
+    ok, needs_rehash = await passwords.verify_password(
+        user.password_hash if user else None, password
+    )
+    if not ok or user is None or not user.is_active:
+        await _throttle_fail(key)
+        reason = "unknown_email" if user is None else ("disabled" if ok else "bad_password")
+        await audit.record(
+            "login.failure",
+            actor=user,
+            subject_uid=str(user.uid) if user else None,
+            outcome="failure",
+            ip=ip,
+            details={"reason": reason},
+        )
+        return SignIn()
+    await _throttle_clear(key)
+    values: dict = {User.last_login_at: now()}
+    if needs_rehash:
+        values[User.password_hash] = await passwords.hash_password(password)
+    await User.update(values).where(User.id == user.id)
+    level = _level_after_password(user)
+    action = "login.success" if level == AUTH_FULL else "login.password_ok"
+    await audit.record(action, actor=user, subject_uid=str(user.uid), ip=ip)
+    return SignIn(user=user, level=level)
+
+
+async def complete_second_factor(user: User, code: str, *, ip: str | None) -> SignIn:
+    """Check a TOTP or recovery code for a user whose password was accepted."""
+    key = _throttle_key("second-factor", str(user.uid))
+    if wait := await _throttle_wait(key):
+        return SignIn(retry_after=wait)
+    accepted = await second_factor.check_code(user, code)
+    if not accepted:
+        await _throttle_fail(key)
+        await audit.record(
+            "login.failure",
+            actor=user,
+            subject_uid=str(user.uid),
+            outcome="failure",
+            ip=ip,
+            details={"reason": "bad_second_factor"},
+        )
+        return SignIn()
+    await _throttle_clear(key)
+    await audit.record(
+        "login.success", actor=user, subject_uid=str(user.uid), ip=ip, details={"factor": accepted}
+    )
+    return SignIn(user=user, level=AUTH_FULL)
+
+
+async def record_sign_out(user: User, *, ip: str | None) -> None:
+    await audit.record("logout", actor=user, subject_uid=str(user.uid), ip=ip)
+
+
+# Password reset and change -----------------------------------------------------------------
+
+
+async def request_password_reset(email: str, *, ip: str | None) -> None:
+    """Email a reset link if the account exists; say nothing either way."""
+    email = normalise_email(email)
+    if _email_problem(email):
+        return
+    async with db.transaction():
+        user = await get_user_by_email(email)
+        if user is None or not user.is_active:
+            return
+        token = await _issue_token(user, RESET_PASSWORD)
+        await notifications.enqueue(
+            to=user.email, template="password_reset", context={"link": _link(f"/reset/{token}")}
+        )
+        await audit.record("password.reset_requested", subject_uid=str(user.uid), ip=ip)
+
+
+async def _set_password(user: User, password_hash: str) -> User:
+    """New hash, and every existing session of the user ends (the epoch moves)."""
+    await User.update(
+        {
+            User.password_hash: password_hash,
+            User.session_epoch: User.session_epoch + 1,
+            User.email_verified_at: user.email_verified_at or now(),
+        }
+    ).where(User.id == user.id)
+    await AuthToken.update({AuthToken.used_at: now()}).where(
+        (AuthToken.user == user.id)
+        & AuthToken.purpose.is_in([RESET_PASSWORD, STAFF_INVITE])
+        & AuthToken.used_at.is_null()
+    )
+    refreshed = await User.objects().where(User.id == user.id).first()
+    assert refreshed is not None
+    return refreshed
+
+
+async def reset_password(token: str, password: str, *, ip: str | None) -> User:
+    """Use a reset (or staff invite) link. Raises ValidationFailed; the token stays usable then."""
+    user = await peek_token(token, RESET_PASSWORD, STAFF_INVITE)
+    if user is None:
+        raise ValidationFailed({"token": "This link has expired or was already used."})
+    if problem := passwords.policy_problem(password, email=user.email, name=user.full_name):
+        raise ValidationFailed({"password": problem})
+    password_hash = await passwords.hash_password(password)
+    async with db.transaction():
+        used = await _use_token(token, RESET_PASSWORD, STAFF_INVITE)
+        if used is None:
+            raise ValidationFailed({"token": "This link has expired or was already used."})
+        user, purpose = used
+        user = await _set_password(user, password_hash)
+        await _throttle_clear(_throttle_key("email", user.email))
+        await notifications.enqueue(
+            to=user.email, template="password_changed", context={"reset_link": _link("/reset")}
+        )
+        action = "account.invite_accepted" if purpose == STAFF_INVITE else "password.reset"
+        await audit.record(action, actor=user, subject_uid=str(user.uid), ip=ip)
+    return user
+
+
+async def change_password(user: User, current: str, new: str, *, ip: str | None) -> User:
+    ok, _ = await passwords.verify_password(user.password_hash, current)
+    errors = {}
+    if not ok:
+        errors["current_password"] = "Your current password is not right."
+    elif problem := passwords.policy_problem(new, email=user.email, name=user.full_name):
+        errors["new_password"] = problem
+    if errors:
+        raise ValidationFailed(errors)
+    password_hash = await passwords.hash_password(new)
+    async with db.transaction():
+        user = await _set_password(user, password_hash)
+        await notifications.enqueue(
+            to=user.email, template="password_changed", context={"reset_link": _link("/reset")}
+        )
+        await audit.record("password.change", actor=user, subject_uid=str(user.uid), ip=ip)
+    return user
+
+
+async def sign_out_everywhere(user: User, *, ip: str | None) -> User:
+    async with db.transaction():
+        await User.update({User.session_epoch: User.session_epoch + 1}).where(User.id == user.id)
+        await audit.record("logout.everywhere", actor=user, subject_uid=str(user.uid), ip=ip)
+    refreshed = await User.objects().where(User.id == user.id).first()
+    assert refreshed is not None
+    return refreshed
+
+
+# Profile -----------------------------------------------------------------------------------
+
+
+async def update_profile(
+    user: User, *, full_name: str, phone: str, country: str, ip: str | None
+) -> None:
+    if errors := _profile_errors(full_name, phone, country):
+        raise ValidationFailed(errors)
+    async with db.transaction():
+        await User.update(
+            {User.full_name: full_name.strip(), User.phone: phone.strip(), User.country: country}
+        ).where(User.id == user.id)
+        await audit.record("account.profile_update", actor=user, subject_uid=str(user.uid), ip=ip)
+
+
+# Staff -------------------------------------------------------------------------------------
+
+
+async def doctor_specialties(user: User) -> list[str]:
+    rows = await DoctorSpecialty.select(DoctorSpecialty.specialty).where(
+        DoctorSpecialty.doctor == user.id
+    )
+    return sorted(row["specialty"] for row in rows)
+
+
+async def list_staff() -> list[tuple[User, list[str]]]:
+    users = await User.objects().where(User.role.is_in(list(STAFF_ROLES))).order_by(User.full_name)
+    return [(user, await doctor_specialties(user)) for user in users]
+
+
+def _staff_errors(
+    full_name: str, role: str, specialties: list[str], known_specialties: set[str]
+) -> dict[str, str]:
+    errors = {}
+    if not full_name.strip() or len(full_name) > 200:
+        errors["full_name"] = "Enter the person's full name (at most 200 characters)."
+    if role not in STAFF_ROLES:
+        errors["role"] = "Choose doctor, coordinator or admin."
+    unknown = set(specialties) - known_specialties
+    if unknown:
+        errors["specialties"] = "Choose specialties from the list."
+    elif role == "doctor" and not specialties:
+        errors["specialties"] = "Choose at least one specialty for a doctor."
+    return errors
+
+
+async def _set_specialties(user: User, specialties: list[str]) -> None:
+    await DoctorSpecialty.delete().where(DoctorSpecialty.doctor == user.id)
+    for slug in sorted(set(specialties)):
+        await DoctorSpecialty.insert(DoctorSpecialty(doctor=user.id, specialty=slug))
+
+
+async def create_staff(
+    *,
+    email: str,
+    full_name: str,
+    role: str,
+    specialties: list[str],
+    known_specialties: set[str],
+    bio: str = "",
+    by: User | None,
+    password: str | None = None,
+    ip: str | None = None,
+) -> User:
+    """Create a staff account. Without a password (the admin page) an invite link is emailed."""
+    email = normalise_email(email)
+    errors = _staff_errors(full_name, role, specialties, known_specialties)
+    if problem := _email_problem(email):
+        errors["email"] = problem
+    if password is not None and (problem := passwords.policy_problem(password, email=email)):
+        errors["password"] = problem
+    if errors:
+        raise ValidationFailed(errors)
+    password_hash = await passwords.hash_password(password) if password else None
+    async with db.transaction():
+        if await get_user_by_email(email) is not None:
+            raise ValidationFailed({"email": "An account with this email already exists."})
+        user = User(
+            email=email,
+            full_name=full_name.strip(),
+            role=role,
+            bio=bio.strip(),
+            password_hash=password_hash,
+            email_verified_at=now() if password else None,
+        )
+        await User.insert(user)
+        await _set_specialties(user, specialties if role == "doctor" else [])
+        if password is None:
+            token = await _issue_token(user, STAFF_INVITE)
+            await notifications.enqueue(
+                to=email, template="staff_invite", context={"link": _link(f"/reset/{token}")}
+            )
+        await audit.record(
+            "account.create",
+            actor=by,
+            subject_uid=str(user.uid),
+            ip=ip,
+            details={"role": role, "specialties": sorted(specialties)},
+        )
+    return user
+
+
+async def update_staff(
+    target: User,
+    *,
+    full_name: str,
+    role: str,
+    specialties: list[str],
+    known_specialties: set[str],
+    bio: str,
+    by: User,
+    ip: str | None,
+) -> None:
+    if target.role not in STAFF_ROLES:
+        raise ValidationFailed({"role": "Only staff accounts are managed here."})
+    errors = _staff_errors(full_name, role, specialties, known_specialties)
+    if target.id == by.id and role != target.role:
+        errors["role"] = "You cannot change your own role."
+    if errors:
+        raise ValidationFailed(errors)
+    async with db.transaction():
+        values: dict = {User.full_name: full_name.strip(), User.bio: bio.strip(), User.role: role}
+        if role != target.role:
+            values[User.session_epoch] = User.session_epoch + 1  # privilege change: sign out
+        await User.update(values).where(User.id == target.id)
+        old_specialties = await doctor_specialties(target)
+        new_specialties = sorted(set(specialties)) if role == "doctor" else []
+        await _set_specialties(target, new_specialties)
+        if role != target.role:
+            await audit.record(
+                "role.change",
+                actor=by,
+                subject_uid=str(target.uid),
+                ip=ip,
+                details={"from": target.role, "to": role},
+            )
+        if old_specialties != new_specialties:
+            await audit.record(
+                "account.specialties",
+                actor=by,
+                subject_uid=str(target.uid),
+                ip=ip,
+                details={"from": old_specialties, "to": new_specialties},
+            )
+
+
+async def set_active(target: User, active: bool, *, by: User, ip: str | None) -> None:
+    """Disable (ending every session at once) or re-enable an account."""
+    if target.id == by.id:
+        raise ValidationFailed({"account": "You cannot disable your own account."})
+    async with db.transaction():
+        await User.update(
+            {User.is_active: active, User.session_epoch: User.session_epoch + 1}
+        ).where(User.id == target.id)
+        await audit.record(
+            "account.enable" if active else "account.disable",
+            actor=by,
+            subject_uid=str(target.uid),
+            ip=ip,
+        )
+
+
+async def count_admins() -> int:
+    return await User.count().where((User.role == ADMIN) & User.is_active.eq(True))

@@ -1,0 +1,63 @@
+from piccolo.columns import (
+    UUID,
+    BigInt,
+    Boolean,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+
+class User(Table, tablename="account_user"):
+    uid = UUID(unique=True, index=True)  # the only id that appears in URLs
+    email = Varchar(length=320, unique=True, index=True)  # normalised: trimmed, lower case
+    password_hash = Text(null=True, default=None)  # None until an invited staff member sets one
+    role = Varchar(length=20, index=True)
+    full_name = Varchar(length=200)
+    phone = Varchar(length=40, default="")
+    country = Varchar(length=2, default="")  # ISO 3166-1 alpha-2; the fee depends on it
+    bio = Text(default="")  # doctors: shown to patients choosing a preferred doctor
+    is_active = Boolean(default=True)
+    email_verified_at = Timestamptz(null=True, default=None)
+    # Bumped to end every session of the user (sign out everywhere, password change, disable).
+    session_epoch = Integer(default=0)
+    totp_secret = Text(null=True, default=None)  # sealed with a key derived from the secret
+    totp_enabled_at = Timestamptz(null=True, default=None)
+    totp_last_step = BigInt(null=True, default=None)  # a code's time step is used once only
+    created_at = Timestamptz(default=TimestamptzNow())
+    last_login_at = Timestamptz(null=True, default=None)
+
+
+class DoctorSpecialty(Table, tablename="account_doctor_specialty"):
+    doctor = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    specialty = Varchar(length=64, index=True)  # a specialty plugin's slug
+
+
+class RecoveryCode(Table, tablename="account_recovery_code"):
+    user = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    code_hash = Varchar(length=64, unique=True)
+    used_at = Timestamptz(null=True, default=None)
+
+
+class AuthToken(Table, tablename="account_token"):
+    """Emailed single-use links: verify an email, reset a password, accept a staff invite."""
+
+    purpose = Varchar(length=32)
+    token_hash = Varchar(length=64, unique=True)  # sha256 of the token; the token is never stored
+    user = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    expires_at = Timestamptz()
+    used_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class LoginThrottle(Table, tablename="account_login_throttle"):
+    """Failed sign-ins per email (known or not, so the delay reveals nothing)."""
+
+    key = Varchar(length=64, unique=True)  # HMAC of the normalised email
+    failures = Integer(default=0)
+    blocked_until = Timestamptz(null=True, default=None)

@@ -1,0 +1,151 @@
+"""Admin page `/admin/audit`: filter the audit log by date, user, action and patient."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from jinja2_fragments.litestar import HTMXBlockTemplate
+from litestar import Controller, Request, get
+from litestar.response import Template
+
+from core import runtime
+from core.audit import service
+from core.security import ADMIN, role_guard
+
+PAGE_SIZE = 50
+FILTER_NAMES = ("from", "to", "email", "action", "subject")
+ACTION_FILTER_RE = re.compile(r"^[a-z0-9_.]{1,64}$")
+MAX_EMAIL_CHARS = 320
+
+
+@dataclass
+class Filters:
+    """The filter form as typed (`values`), what it means (`query`), and what was wrong."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    offset: int = 0
+
+
+def parse_filters(params: Any) -> Filters:
+    filters = Filters(values={name: (params.get(name) or "").strip() for name in FILTER_NAMES})
+    values, query, errors = filters.values, filters.query, filters.errors
+    for name, key in (("from", "date_from"), ("to", "date_to")):
+        if values[name]:
+            try:
+                query[key] = date.fromisoformat(values[name])
+            except ValueError:
+                errors[name] = "Enter the date as year-month-day, for example 2026-10-02."
+    if "date_from" in query and "date_to" in query and query["date_to"] < query["date_from"]:
+        errors["to"] = "The end date must be on or after the start date."
+    if values["email"]:
+        if "@" not in values["email"] or len(values["email"]) > MAX_EMAIL_CHARS:
+            errors["email"] = "Enter the person's full email address."
+        query["actor_email"] = values["email"].lower()
+    if values["action"]:
+        if not ACTION_FILTER_RE.match(values["action"].lower()):
+            errors["action"] = "Actions look like login.failure: letters, digits and dots."
+        query["action"] = values["action"].lower()
+    _parse_subject(values["subject"], query, errors)
+    filters.offset = _parse_offset(params.get("offset"))
+    return filters
+
+
+def _parse_subject(value: str, query: dict[str, Any], errors: dict[str, str]) -> None:
+    if not value:
+        return
+    if "@" in value:
+        query["subject_email"] = value.lower()
+        return
+    try:
+        query["subject_uid"] = str(uuid.UUID(value))
+    except ValueError:
+        errors["subject"] = "Enter the patient's email address or their account id."
+
+
+def _parse_offset(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
+def format_local(at: datetime, zone: ZoneInfo) -> str:
+    """e.g. "2 Oct 2026 14:05" in the deployment's time zone."""
+    local = at.astimezone(zone)
+    return f"{local.day} {local:%b %Y %H:%M}"
+
+
+def page_link(values: dict[str, str], offset: int) -> str:
+    params = {name: value for name, value in values.items() if value}
+    if offset:
+        params["offset"] = str(offset)
+    return "/admin/audit" + (f"?{urlencode(params)}" if params else "")
+
+
+def _rows(page: service.SearchPage, zone: ZoneInfo) -> list[dict[str, Any]]:
+    return [
+        {
+            "entry": entry,
+            "at_local": format_local(entry.at, zone),
+            "at_iso": service.format_chain_time(entry.at),
+            "details": sorted(entry.details.items()),
+        }
+        for entry in page.entries
+    ]
+
+
+async def _record_view(request: Request, filters: Filters) -> None:
+    # Reading the log is itself an event; the filter values may name people, so keep names only.
+    user = request.scope.get("user")
+    await service.record(
+        "audit.view",
+        actor=user,
+        subject_uid=filters.query.get("subject_uid"),
+        ip=request.client.host if request.client else None,
+        details={"filters": [name for name in FILTER_NAMES if filters.values[name]]},
+    )
+
+
+class AuditController(Controller):
+    path = "/admin/audit"
+    guards = [role_guard(ADMIN)]
+
+    @get("/", name="audit:index")
+    async def index(self, request: Request) -> Template:
+        settings = runtime.settings()
+        zone = ZoneInfo(settings.time_zone)
+        filters = parse_filters(request.query_params)
+        page = None
+        if not filters.errors:
+            page = await service.search(**filters.query, limit=PAGE_SIZE, offset=filters.offset)
+            await _record_view(request, filters)
+        context = {
+            "values": filters.values,
+            "errors": filters.errors,
+            "page": page,
+            "rows": _rows(page, zone) if page else [],
+            "time_zone": settings.time_zone,
+            "newer_link": page_link(filters.values, max(0, filters.offset - PAGE_SIZE))
+            if page and filters.offset
+            else None,
+            "older_link": page_link(filters.values, filters.offset + PAGE_SIZE)
+            if page and page.has_more
+            else None,
+        }
+        if request.headers.get("hx-request"):
+            # htmx asks for the results only (filter form wired with hx-get later).
+            return HTMXBlockTemplate(
+                template_name="audit/index.html", block_name="results", context=context
+            )
+        return Template(template_name="audit/index.html", context=context)
+
+
+ROUTES = [AuditController]

@@ -1,0 +1,104 @@
+"""Database engine: SQLite by default, PostgreSQL when DATABASE_URL says so.
+
+Piccolo finds its engine through `piccolo_conf.DB`; `configure_database` builds the engine for
+the given settings and binds it to every table, so tests can switch engines per test.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from piccolo.conf.apps import Finder
+from piccolo.engine.base import Engine
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+
+from core.settings import Settings
+
+# A writer waits this long for another writer's lock instead of failing with "database is locked".
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def build_engine(settings: Settings) -> Engine:
+    if settings.uses_postgres:
+        return PostgresEngine(config={"dsn": settings.database_url})
+    return SQLiteEngine(path=str(settings.sqlite_path), timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+
+
+def prepare_sqlite_file(settings: Settings) -> None:
+    path = settings.sqlite_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # WAL is a property of the database file: set once, it holds for every later connection.
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def configure_database(settings: Settings) -> Engine:
+    """Build the engine and make it the one every Piccolo table (and migration) uses."""
+    import piccolo_conf
+    from core import runtime
+
+    runtime.configure(settings)
+    if not settings.uses_postgres:
+        prepare_sqlite_file(settings)
+    engine = build_engine(settings)
+    piccolo_conf.DB = engine
+    for table in Finder().get_table_classes():
+        table._meta.db = engine
+    from piccolo.apps.migrations.tables import Migration
+
+    Migration._meta.db = engine
+    return engine
+
+
+def current_engine() -> Engine:
+    import piccolo_conf
+
+    return piccolo_conf.DB
+
+
+def is_postgres() -> bool:
+    return isinstance(current_engine(), PostgresEngine)
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[None]:
+    """A write transaction; joins the one already open in this task, if any.
+
+    SQLite transactions start IMMEDIATE so that a read-then-write never fails when it upgrades
+    its lock (Piccolo's default DEFERRED does, at once, under concurrency).
+    """
+    engine = current_engine()
+    if engine.current_transaction.get() is not None:
+        yield
+        return
+    if isinstance(engine, SQLiteEngine):
+        async with engine.transaction(transaction_type=TransactionType.immediate):
+            yield
+    else:
+        async with engine.transaction():
+            yield
+
+
+async def run_migrations() -> None:
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    result = await run_forwards(app_name="all")
+    if not result.success:
+        raise RuntimeError(f"migration failed: {result.message}")
+
+
+async def start_pool(settings: Settings) -> None:
+    engine = current_engine()
+    if isinstance(engine, PostgresEngine):
+        await engine.start_connection_pool(
+            min_size=settings.database_pool_min, max_size=settings.database_pool_max
+        )
+
+
+async def close_pool() -> None:
+    engine = current_engine()
+    if isinstance(engine, PostgresEngine) and engine.pool is not None:
+        await engine.close_connection_pool()

@@ -1,0 +1,93 @@
+"""The in-process outbox worker: `deliver_due` every `outbox_poll_seconds`, or when woken.
+
+Several app processes may each run one: claims are leased rows (SKIP LOCKED on PostgreSQL, an
+IMMEDIATE transaction on SQLite), so a message is never sent by two of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from core.notifications import service
+from core.settings import Settings
+
+log = logging.getLogger("consilium.notifications")
+
+BATCH = 20
+# A wake arrives while the enqueuing transaction may still be open (its row not yet visible on
+# PostgreSQL), so after a woken pass look again soon rather than a whole poll interval later.
+FOLLOW_UP_SECONDS = 1.0
+
+
+class OutboxWorker:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._worker_id = service.new_worker_id()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        service.add_waker(self.wake)
+        self._task = asyncio.create_task(self._run(), name="consilium-outbox")
+
+    async def stop(self) -> None:
+        service.remove_waker(self.wake)
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # Safe at any point: a message claimed but not yet recorded is retried once its lease
+        # expires.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def wake(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wakeup.set()
+        else:
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def _run(self) -> None:
+        poll = self._settings.outbox_poll_seconds
+        wait = poll
+        while True:
+            self._wakeup.clear()
+            await self._drain()
+            woken = await self._sleep(wait)
+            wait = min(poll, FOLLOW_UP_SECONDS) if woken else poll
+
+    async def _drain(self) -> None:
+        """Send until a pass finds less than a full batch; never let an error end the loop."""
+        try:
+            while True:
+                sent = await service.deliver_due(
+                    self._settings, worker_id=self._worker_id, limit=BATCH
+                )
+                if sent < BATCH:
+                    break
+        except Exception as exc:
+            # The type only: messages of database or SMTP errors can quote addresses or bodies.
+            log.error("outbox pass failed: %s", type(exc).__name__)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait for a wake or the timeout; True when woken."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,96 @@
+"""The plugin manager: loads specialty plugins from the `consilium` entry-point group.
+
+Built-in specialties are registered through the same entry points as third-party packages. A
+plugin that fails to import or declares an invalid hook is reported and skipped; the app keeps
+serving the others.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import pluggy
+from jinja2 import BaseLoader, FileSystemLoader
+from litestar.static_files import create_static_files_router
+
+from core import hookspecs
+from core.settings import Settings
+from core.specialty import Specialty
+
+log = logging.getLogger("consilium.plugins")
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    version: str
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class PluginHost:
+    manager: pluggy.PluginManager
+    plugins: list[PluginInfo]
+
+    @classmethod
+    def load(cls, settings: Settings, extra: list[tuple[str, object]] | None = None) -> PluginHost:
+        manager = pluggy.PluginManager(hookspecs.PROJECT)
+        manager.add_hookspecs(hookspecs)
+        infos: list[PluginInfo] = []
+        allow = set(settings.plugins_allowlist) if settings.plugins_allowlist else None
+        entries = importlib.metadata.entry_points(group=hookspecs.PROJECT)
+        candidates = [(ep.name, ep) for ep in entries if allow is None or ep.name in allow]
+        for name, entry in sorted(candidates, key=lambda pair: pair[0]):
+            version = entry.dist.version if entry.dist else "?"
+            info = PluginInfo(name=name, module=entry.value, version=version)
+            try:
+                module = entry.load()
+                manager.register(module, name=name)
+                info.hooks = [impl.name for impl in manager.get_hookcallers(module) or []]
+            except Exception as exc:  # a broken plugin must not take the service down
+                info.error = f"{type(exc).__name__}: {exc}"
+                log.error("plugin %s skipped: %s", name, info.error)
+                if manager.is_registered(name=name):
+                    manager.unregister(name=name)
+            infos.append(info)
+        for name, plugin in extra or []:
+            manager.register(plugin, name=name)
+            infos.append(PluginInfo(name=name, module=repr(plugin), version="(test)"))
+        manager.check_pending()
+        if settings.plugins_trace:
+            manager.trace.root.setwriter(log.debug)
+            manager.enable_tracing()
+        return cls(manager=manager, plugins=infos)
+
+    def specialties(self) -> list[Specialty]:
+        found: dict[str, Specialty] = {}
+        for batch in self.manager.hook.consilium_specialties():
+            for specialty in batch:
+                found.setdefault(specialty.slug, specialty)
+        return sorted(found.values(), key=lambda s: s.title)
+
+    def _plugin_dirs(self, sub: str) -> list[tuple[str, Path]]:
+        dirs = []
+        for name, plugin in self.manager.list_name_plugin():
+            if isinstance(plugin, ModuleType) and plugin.__file__:
+                path = Path(plugin.__file__).parent / sub
+                if path.is_dir():
+                    dirs.append((name, path))
+        return dirs
+
+    def template_loaders(self) -> list[BaseLoader]:
+        return [FileSystemLoader(str(path)) for _, path in self._plugin_dirs("templates")]
+
+    def static_routers(self) -> list:
+        return [
+            create_static_files_router(
+                path=f"/static/plugins/{name}", directories=[path], name=f"static-{name}"
+            )
+            for name, path in self._plugin_dirs("static")
+        ]

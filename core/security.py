@@ -1,0 +1,248 @@
+"""Sessions, the signed-in user, guards and security headers.
+
+Litestar's server-side session backend keeps whatever session id the client sends, which makes
+session fixation work out of the box. `RotatingSessionBackend` issues ids itself: an id the
+store does not know is never reused, and `rotate_session()` swaps the id on every change of
+privilege (sign-in, second factor, sign-out).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from hashlib import sha256
+from typing import TYPE_CHECKING, Any
+
+from litestar.connection import ASGIConnection
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.middleware.session.server_side import (
+    ServerSideSessionBackend,
+    ServerSideSessionConfig,
+)
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types.empty import Empty
+
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from core.accounts.tables import User
+
+# Keys in the scope that carry this request's session bookkeeping.
+_SESSION_STATE = "consilium.session"
+
+# Roles, and which of them must pass a second factor before doing anything.
+PATIENT, DOCTOR, COORDINATOR, ADMIN = "patient", "doctor", "coordinator", "admin"
+STAFF_ROLES = (DOCTOR, COORDINATOR, ADMIN)
+ROLES = (PATIENT, *STAFF_ROLES)
+
+# Session "auth" levels.
+AUTH_FULL = "full"  # signed in, second factor done where required
+AUTH_SECOND_FACTOR = "second_factor"  # password ok, TOTP code still needed
+AUTH_ENROL = "enrol"  # staff without TOTP yet: may only enrol
+
+
+def derive_key(settings: Settings, purpose: str) -> bytes:
+    """A separate key per purpose, so one leaked derived key does not expose the others."""
+    return hmac.new(settings.secret, purpose.encode(), sha256).digest()
+
+
+@dataclass
+class _SessionState:
+    presented_id: str | None = None
+    known: bool = False
+    rotate: bool = False
+    new_id: str | None = None
+
+
+class RotatingSessionBackend(ServerSideSessionBackend):
+    def _state(self, connection: ASGIConnection) -> _SessionState:
+        return connection.scope.setdefault(_SESSION_STATE, _SessionState())  # type: ignore[typeddict-item]
+
+    async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
+        state = self._state(connection)
+        session_id = connection.cookies.get(self.config.key)
+        state.presented_id = session_id
+        if session_id:
+            store = self.config.get_store_from_app(connection.scope["app"])
+            data = await self.get(session_id, store=store)
+            if data is not None:
+                state.known = True
+                return self.deserialize_data(data)
+        return {}
+
+    def get_session_id(self, connection: ASGIConnection) -> str:
+        state = self._state(connection)
+        if state.known and not state.rotate and state.presented_id:
+            return state.presented_id
+        if state.new_id is None:
+            state.new_id = self.generate_session_id()
+        return state.new_id
+
+    async def store_in_message(
+        self, scope_session: Any, message: Message, connection: ASGIConnection
+    ) -> None:
+        state = self._state(connection)
+        store = self.config.get_store_from_app(connection.scope["app"])
+        if state.known and state.presented_id and (state.rotate or not scope_session):
+            await self.delete(state.presented_id, store=store)
+        if scope_session is Empty or not scope_session:
+            if state.presented_id:  # tell the browser to forget the cookie
+                await super().store_in_message(Empty, message, connection)
+            return
+        await super().store_in_message(scope_session, message, connection)
+
+
+class RotatingSessionConfig(ServerSideSessionConfig):
+    _backend_class = RotatingSessionBackend  # type: ignore[assignment]
+
+
+def rotate_session(connection: ASGIConnection) -> None:
+    """Give this session a new id when the response is sent (the old one stops working)."""
+    state = connection.scope.setdefault(_SESSION_STATE, _SessionState())  # type: ignore[typeddict-item]
+    state.rotate = True
+
+
+def session_config(settings: Settings) -> RotatingSessionConfig:
+    return RotatingSessionConfig(
+        key=f"{settings.cookie_prefix}session",
+        store="sessions",
+        max_age=settings.session_idle_minutes * 60,
+        renew_on_access=True,
+        secure=settings.secure_cookies,
+        httponly=True,
+        samesite="lax",
+        path="/",
+    )
+
+
+# The signed-in user ---------------------------------------------------------------------------
+
+
+class CurrentUserMiddleware(ASGIMiddleware):
+    """Puts the signed-in user (or None) in `scope["user"]` and `scope["auth"]`.
+
+    Ends the session when it is idle too long, too old, or when the user's session epoch moved
+    (sign-out everywhere, password change, account disabled).
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        from core.accounts import service as accounts
+
+        scope["user"] = None
+        scope["auth"] = None
+        session = scope.get("session")
+        if isinstance(session, dict) and session.get("uid"):
+            now = time.time()
+            fresh = (
+                now - session.get("seen", 0) < self.settings.session_idle_minutes * 60
+                and now - session.get("created", 0) < self.settings.session_absolute_hours * 3600
+            )
+            user = await accounts.get_active_user(session["uid"]) if fresh else None
+            if user is not None and user.session_epoch == session.get("epoch"):
+                scope["user"] = user
+                scope["auth"] = session.get("auth")
+                session["seen"] = now
+            else:
+                session.clear()
+        await next_app(scope, receive, send)
+
+
+def start_session(connection: ASGIConnection, user: User, auth: str) -> None:
+    """Sign `user` in at level `auth`, under a new session id."""
+    now = time.time()
+    session = connection.scope.get("session")
+    created = session.get("created", now) if isinstance(session, dict) and session else now
+    if auth == AUTH_FULL and isinstance(session, dict) and session.get("auth") != AUTH_FULL:
+        created = now  # the absolute lifetime counts from the full sign-in
+    connection.scope["session"] = {
+        "uid": str(user.uid),
+        "epoch": user.session_epoch,
+        "auth": auth,
+        "created": created,
+        "seen": now,
+    }
+    connection.scope["user"] = user
+    connection.scope["auth"] = auth
+    rotate_session(connection)
+
+
+def end_session(connection: ASGIConnection) -> None:
+    connection.scope["session"] = {}
+    connection.scope["user"] = None
+    connection.scope["auth"] = None
+    rotate_session(connection)
+
+
+# Guards ----------------------------------------------------------------------------------------
+
+
+def signed_in(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    if connection.scope.get("user") is None or connection.scope.get("auth") != AUTH_FULL:
+        raise NotAuthorizedException("Please sign in to continue.")
+
+
+def role_guard(*roles: str):
+    """Signed in fully, with one of `roles`; anything else is 401 (anonymous) or 403."""
+
+    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+        signed_in(connection, handler)
+        if connection.scope["user"].role not in roles:  # type: ignore[union-attr]
+            raise PermissionDeniedException("This page is not available to your account.")
+
+    guard.__name__ = f"role_guard_{'_'.join(roles)}"
+    return guard
+
+
+def pending_auth_guard(*levels: str):
+    """Only a session at one of the partial levels (second factor due, or enrolment due)."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if connection.scope.get("user") is None or connection.scope.get("auth") not in levels:
+            raise NotAuthorizedException("Please sign in to continue.")
+
+    return guard
+
+
+# Headers ---------------------------------------------------------------------------------------
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+
+
+def security_headers(settings: Settings):
+    """A before_send hook: runs for every response, including errors, 404s and static files."""
+    fixed = [
+        ("content-security-policy", CSP),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+        ("x-frame-options", "DENY"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("permissions-policy", "camera=(), microphone=(), geolocation=()"),
+    ]
+    if settings.base_url.startswith("https://"):
+        fixed.append(("strict-transport-security", "max-age=31536000; includeSubDomains"))
+
+    async def before_send(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start":
+            return
+        headers = MutableScopeHeaders.from_message(message)
+        for name, value in fixed:
+            headers[name] = value
+        # Pages are personal: never let a shared cache or the back button keep them.
+        if not scope.get("path", "").startswith("/static/"):
+            headers["cache-control"] = "no-store"
+
+    return before_send

@@ -1,0 +1,72 @@
+"""Small helpers shared by the route modules (kept free of business rules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.response import Redirect, Template
+
+# Fixed notices shown after a redirect (`?notice=key`): never free text, never PHI in URLs.
+NOTICES: dict[str, tuple[str, str]] = {
+    "check-email": ("info", "Check your email: we sent you a link to confirm your address."),
+    "email-verified": ("success", "Thank you, your email address is confirmed."),
+    "link-invalid": (
+        "error",
+        "That link has expired or was already used. You can ask for a new one.",
+    ),
+    "reset-sent": (
+        "info",
+        "If an account uses that address, we have emailed a link to reset the password. "
+        "It works for one hour.",
+    ),
+    "password-set": ("success", "Your password is set. Please sign in with it."),
+    "password-changed": (
+        "success",
+        "Your password is changed. Other devices have been signed out.",
+    ),
+    "signed-out": ("info", "You are signed out."),
+    "signed-out-everywhere": ("success", "You are signed out on every other device."),
+    "profile-saved": ("success", "Your details are saved."),
+    "mfa-required": (
+        "info",
+        "Staff accounts need two-factor sign-in. Set it up now with an authenticator app.",
+    ),
+    "mfa-disabled": ("info", "Two-factor sign-in is off."),
+    "verification-sent": ("info", "We sent you a new confirmation link."),
+    "staff-created": ("success", "The account is created and an invitation was emailed."),
+    "staff-saved": ("success", "The changes are saved."),
+    "staff-disabled": ("success", "The account is disabled and its sessions have ended."),
+    "staff-enabled": ("success", "The account is enabled again."),
+    "session-ended": ("info", "Your session ended. Please sign in again."),
+}
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Template:
+    """Render a full page; adds the notice named in the query string, if any."""
+    notice = NOTICES.get(request.query_params.get("notice", ""))
+    if notice and "flash" not in context:
+        context["flash"] = {"kind": notice[0], "text": notice[1]}
+    return Template(name, context=context, status_code=status_code)
+
+
+def redirect(path: str, notice: str | None = None) -> Redirect:
+    if notice:
+        path += ("&" if "?" in path else "?") + f"notice={notice}"
+    return Redirect(path=path, status_code=303)
+
+
+def safe_next(value: str | None, default: str = "/dashboard") -> str:
+    """Only a path on this site: never `//evil.example` or `https://…` (open redirect)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return default
+
+
+async def form_data(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {key: str(value) for key, value in form.items()}

@@ -1,0 +1,19 @@
+"""Piccolo's configuration: the app registry, and the engine chosen from the settings.
+
+`core.db.configure_database` replaces DB when the app (or a test) starts with other settings.
+"""
+
+from piccolo.conf.apps import AppRegistry
+
+from core.db import build_engine
+from core.settings import load_settings
+
+DB = build_engine(load_settings())
+
+APP_REGISTRY = AppRegistry(
+    apps=[
+        "core.accounts.piccolo_app",
+        "core.audit.piccolo_app",
+        "core.notifications.piccolo_app",
+    ]
+)

@@ -1,0 +1,156 @@
+"""The authorization matrix (SECURITY.md 9): every route × every kind of visitor → status.
+
+A route that is added to the app without a row here fails `test_every_route_is_in_the_matrix`.
+Objects that belong to someone else answer 404 (never 403), so their existence is not revealed.
+Rows for patient B / other doctor arrive with the first patient-owned objects (cases).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from httpx import AsyncClient
+from litestar import Litestar
+
+from core import db
+from core.app import create_app
+from core.settings import Settings
+from tests.conftest import make_settings, open_client
+from tests.support import make_person, post_form, sign_in
+
+VISITORS = ("anonymous", "patient", "doctor", "coordinator", "admin")
+PUBLIC = dict.fromkeys(VISITORS, 200)
+
+
+def only(role: str, ok: int = 200, anonymous: int = 303, others: int = 403) -> dict[str, int]:
+    """A page for one role: anonymous visitors are sent to sign in, other roles refused."""
+    return {v: ok if v == role else anonymous if v == "anonymous" else others for v in VISITORS}
+
+
+def signed_in(ok: int = 200, anonymous: int = 303) -> dict[str, int]:
+    return {v: anonymous if v == "anonymous" else ok for v in VISITORS}
+
+
+# (method, route path as declared) → expected status per visitor. Bodies are empty forms, so a
+# permitted POST answers 400 (the form's errors) or 303 (done, or nothing to do).
+MATRIX: dict[tuple[str, str], dict[str, int]] = {
+    ("GET", "/"): PUBLIC,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/static/{file_path:path}"): PUBLIC,
+    ("GET", "/dashboard"): signed_in(),
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): dict.fromkeys(VISITORS, 400),
+    ("GET", "/login/code"): dict.fromkeys(VISITORS, 303),  # only between password and code
+    ("POST", "/login/code"): dict.fromkeys(VISITORS, 401),
+    ("POST", "/logout"): dict.fromkeys(VISITORS, 303),
+    ("GET", "/register"): PUBLIC,
+    ("POST", "/register"): dict.fromkeys(VISITORS, 400),
+    ("GET", "/register/check-email"): PUBLIC,
+    ("GET", "/verify-email/{token:str}"): PUBLIC,
+    ("POST", "/verify-email/{token:str}"): dict.fromkeys(VISITORS, 303),
+    ("POST", "/account/verify-email/resend"): signed_in(303, anonymous=401),
+    ("GET", "/reset"): PUBLIC,
+    ("POST", "/reset"): dict.fromkeys(VISITORS, 400),
+    ("GET", "/reset/{token:str}"): dict.fromkeys(VISITORS, 303),  # unknown token
+    ("POST", "/reset/{token:str}"): dict.fromkeys(VISITORS, 303),  # unknown token
+    ("GET", "/account"): signed_in(),
+    ("POST", "/account/profile"): signed_in(400, anonymous=401),
+    ("POST", "/account/password"): signed_in(400, anonymous=401),
+    ("POST", "/account/sign-out-everywhere"): signed_in(303, anonymous=401),
+    # Staff are enrolled (sent back to /account); the test patient is not, so sees the set-up.
+    ("GET", "/account/two-factor"): {**signed_in(303), "patient": 200},
+    ("POST", "/account/two-factor"): {**signed_in(303, anonymous=401), "patient": 400},
+    ("POST", "/account/two-factor/recovery-codes"): {
+        **signed_in(200, anonymous=401),
+        "patient": 303,  # the test patient has no two-factor: sent to set it up
+    },
+    ("POST", "/account/two-factor/disable"): signed_in(303, anonymous=401),
+    ("GET", "/admin/staff"): only("admin"),
+    ("GET", "/admin/staff/new"): only("admin"),
+    ("POST", "/admin/staff/new"): only("admin", 400, anonymous=401),
+    ("GET", "/admin/staff/{uid:str}"): only("admin"),
+    ("POST", "/admin/staff/{uid:str}"): only("admin", 400, anonymous=401),
+    ("POST", "/admin/staff/{uid:str}/disable"): only("admin", 303, anonymous=401),
+    ("POST", "/admin/staff/{uid:str}/enable"): only("admin", 303, anonymous=401),
+    ("GET", "/admin/plugins"): only("admin"),
+    ("GET", "/admin/audit"): only("admin"),
+}
+
+
+def declared_routes(app: Litestar) -> set[tuple[str, str]]:
+    """(method, path as declared) for every HTTP route; Litestar keeps "{token:str}" in `path`."""
+    found = set()
+    for route in app.routes:
+        for method in getattr(route, "methods", None) or ():
+            if method not in {"HEAD", "OPTIONS"}:
+                found.add((method, route.path))
+    return found
+
+
+def test_every_route_is_in_the_matrix(tmp_path) -> None:
+    app = create_app(make_settings(tmp_path, None))
+    assert declared_routes(app) == set(MATRIX)
+
+
+def concrete(path: str, ids: dict[str, str]) -> str:
+    return (
+        path.replace("{file_path:path}", "app.css")
+        .replace("{token:str}", "no-such-token-" + "x" * 30)
+        .replace("{uid:str}", ids["staff"])
+    )
+
+
+@pytest.fixture
+def settings(tmp_path, database_url) -> Settings:
+    # Generous per-IP limit: the matrix itself sends many sign-in-page POSTs from one address.
+    result = make_settings(tmp_path, database_url, login_rate_per_minute=10_000)
+    db.configure_database(result)
+    return result
+
+
+@pytest.fixture
+async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient]]:
+    people = {
+        "patient": await make_person("patient", "matrix-patient@example.com"),
+        "doctor": await make_person("doctor", "matrix-doctor@example.com"),
+        "coordinator": await make_person("coordinator", "matrix-coord@example.com"),
+        "admin": await make_person("admin", "matrix-admin@example.com"),
+    }
+    target = await make_person("doctor", "matrix-target@example.com")
+    clients: dict = {"_ids": {"staff": str(target.user.uid)}}
+    for name in VISITORS:
+        client = open_client(running_app)
+        if name in people:
+            await sign_in(client, people[name])
+        else:
+            await client.get("/login")
+        clients[name] = client
+    yield clients
+    for name in VISITORS:
+        await clients[name].aclose()
+
+
+async def test_authorization_matrix(visitors) -> None:
+    ids = visitors["_ids"]
+    failures = []
+    # Sign-out rows last: they end the visitor's session.
+    last = {"/account/sign-out-everywhere": 1, "/logout": 2}
+    rows = sorted(MATRIX.items(), key=lambda item: last.get(item[0][1], 0))
+    for (method, path), expected in rows:
+        for visitor in VISITORS:
+            client = visitors[visitor]
+            url = concrete(path, ids)
+            if method == "GET":
+                response = await client.get(url, follow_redirects=False)
+            else:
+                response = await post_form(client, url, {})
+            if response.status_code != expected[visitor]:
+                failures.append(
+                    f"{method} {url} as {visitor}: {response.status_code}, expected {expected[visitor]}"
+                )
+            if path == "/admin/staff/{uid:str}/disable" and response.status_code == 303:
+                await post_form(
+                    visitors["admin"], concrete("/admin/staff/{uid:str}/enable", ids), {}
+                )
+    assert not failures, "\n".join(failures)
