@@ -23,6 +23,7 @@ from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 
 from core import db
+from core.accounts import passwords
 from core.errors import exception_handlers
 from core.plugins import PluginHost
 from core.security import (
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     db.configure_database(settings)
+    passwords.configure_concurrency(settings.password_hash_concurrency)
     plugins = PluginHost.load(settings)
     worker = OutboxWorker(settings)
 

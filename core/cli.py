@@ -42,17 +42,27 @@ def main() -> None:
     """Consilium: a self-hosted medical second-opinion service."""
 
 
+def env_name(name: str) -> str:
+    alias = Settings.model_fields[name].validation_alias
+    return alias.choices[0] if alias is not None else f"CONSILIUM_{name.upper()}"  # type: ignore[union-attr]
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table (the README's configuration section)."""
+    rows = ["| Environment variable | Default | Meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default_factory is None else field.default_factory()  # type: ignore[call-arg]
+        shown = "" if default in (None, [], "") else f"`{default}`"
+        rows.append(f"| `{env_name(name)}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
 @main.command("check-config")
-@click.option(
-    "--list", "list_all", is_flag=True, help="Print every setting with its documentation."
-)
-def check_config(list_all: bool) -> None:
+@click.option("--markdown", is_flag=True, help="Print every setting as a Markdown table.")
+def check_config(markdown: bool) -> None:
     """Validate the configuration and print a summary (secrets are never printed)."""
-    if list_all:
-        for name, field in Settings.model_fields.items():
-            click.echo(
-                f"CONSILIUM_{name.upper()}  (default: {field.default!r})\n    {field.description}"
-            )
+    if markdown:
+        click.echo(settings_table())
         return
     settings = _settings()
     database = "PostgreSQL" if settings.uses_postgres else f"SQLite at {settings.sqlite_path}"

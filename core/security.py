@@ -192,15 +192,33 @@ def signed_in(connection: ASGIConnection, _: BaseRouteHandler) -> None:
 
 
 def role_guard(*roles: str):
-    """Signed in fully, with one of `roles`; anything else is 401 (anonymous) or 403."""
+    """Signed in fully, with one of `roles`; anonymous is 401, a signed-in other role 403.
 
-    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    A signed-in person refused a page is written to the audit log (SECURITY.md 22).
+    """
+
+    async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         signed_in(connection, handler)
-        if connection.scope["user"].role not in roles:  # type: ignore[union-attr]
+        user = connection.scope["user"]
+        if user.role not in roles:  # type: ignore[union-attr]
+            await record_denied(connection, reason="role")
             raise PermissionDeniedException("This page is not available to your account.")
 
     guard.__name__ = f"role_guard_{'_'.join(roles)}"
     return guard
+
+
+async def record_denied(connection: ASGIConnection, *, reason: str) -> None:
+    from core.audit import service as audit
+
+    route = connection.scope.get("path_template") or connection.scope.get("path", "")
+    await audit.record(
+        "access.denied",
+        actor=connection.scope.get("user"),
+        outcome="denied",
+        ip=connection.client.host if connection.client else None,
+        details={"route": f"{connection.scope.get('method', '')} {route}", "reason": reason},
+    )
 
 
 def pending_auth_guard(*levels: str):

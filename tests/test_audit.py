@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from litestar.testing import AsyncTestClient
+from httpx import AsyncClient
 
 from core import db
 from core.accounts.tables import User
@@ -23,8 +22,9 @@ from core.audit import service
 from core.audit.cli import audit as audit_cli
 from core.audit.routes import format_local, parse_filters
 from core.audit.tables import AuditEvent
-from core.security import AUTH_FULL, derive_key
+from core.security import derive_key
 from core.settings import Settings
+from tests.support import make_person, sign_in
 
 # Helpers ------------------------------------------------------------------------------------
 
@@ -355,43 +355,32 @@ def test_filter_form_parsing() -> None:
 # The admin page ----------------------------------------------------------------------------------
 
 
-async def test_anonymous_visitor_is_sent_to_sign_in(client: AsyncTestClient) -> None:
+async def test_anonymous_visitor_is_sent_to_sign_in(client: AsyncClient) -> None:
     response = await client.get("/admin/audit", follow_redirects=False)
     assert response.status_code in (302, 303)
     assert response.headers["location"].startswith("/login")
     assert all(row["action"] != "audit.view" for row in await all_rows())
 
 
-async def sign_in_as(client: AsyncTestClient, user: User) -> None:
-    """Put a fully signed-in session for `user` in the session store (stand-in for the
-    lead's shared helper)."""
-    session_id = uuid.uuid4().hex
-    now = time.time()
-    data = {"uid": str(user.uid), "epoch": user.session_epoch, "auth": AUTH_FULL}
-    data |= {"created": now, "seen": now}
-    store = client.app.stores.get("sessions")
-    await store.set(session_id, json.dumps(data).encode(), expires_in=600)
-    client.cookies.set("session", session_id)
-
-
-async def test_patient_is_refused_the_audit_page(client: AsyncTestClient) -> None:
-    patient = await make_user("p@example.org", "patient")
-    await sign_in_as(client, patient)
+@pytest.mark.parametrize("role", ["patient", "doctor", "coordinator"])
+async def test_only_admins_may_read_the_audit_log(client: AsyncClient, role: str) -> None:
+    await sign_in(client, await make_person(role))
     response = await client.get("/admin/audit")
     assert response.status_code == 403
+    assert "<table" not in response.text
 
 
 async def test_admin_page_lists_filters_and_pages(
-    client: AsyncTestClient, monkeypatch: pytest.MonkeyPatch
+    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    admin = await make_user("admin@example.org", "admin")
+    admin = await make_person("admin", "admin@example.org")
     patient = await make_user("pat<script>@example.org", "patient")
     at = datetime(2026, 10, 2, 9, 5, tzinfo=UTC)
     for n in range(55):
         await record_at(monkeypatch, at, "document.view", subject_uid=patient.uid, object_id=str(n))
-    await record_at(monkeypatch, at, "login.success", actor=admin, details={"why": "<b>x</b>"})
+    await record_at(monkeypatch, at, "case.update", actor=admin.user, details={"why": "<b>x</b>"})
     monkeypatch.undo()
-    await sign_in_as(client, admin)
+    await sign_in(client, admin)
 
     page = await client.get("/admin/audit")
     assert page.status_code == 200
@@ -407,8 +396,8 @@ async def test_admin_page_lists_filters_and_pages(
     older = await client.get("/admin/audit", params={"offset": "50"})
     assert ">Newer<" in older.text and ">Older<" not in older.text
 
-    filtered = await client.get("/admin/audit", params={"action": "login"})
-    assert filtered.text.count("<code>login.success</code>") == 1
+    filtered = await client.get("/admin/audit", params={"action": "case"})
+    assert filtered.text.count("<code>case.update</code>") == 1
     assert "<code>document.view</code>" not in filtered.text
 
     none = await client.get("/admin/audit", params={"email": "nobody@example.org"})
@@ -420,7 +409,7 @@ async def test_admin_page_lists_filters_and_pages(
     assert "<table" not in bad.text
 
     fragment = await client.get(
-        "/admin/audit", params={"action": "login"}, headers={"hx-request": "true"}
+        "/admin/audit", params={"action": "case"}, headers={"hx-request": "true"}
     )
     assert "<table" in fragment.text and "<html" not in fragment.text
 

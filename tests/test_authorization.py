@@ -146,11 +146,22 @@ async def test_authorization_matrix(visitors) -> None:
             else:
                 response = await post_form(client, url, {})
             if response.status_code != expected[visitor]:
-                failures.append(
-                    f"{method} {url} as {visitor}: {response.status_code}, expected {expected[visitor]}"
-                )
+                got, want = response.status_code, expected[visitor]
+                failures.append(f"{method} {url} as {visitor}: {got}, expected {want}")
             if path == "/admin/staff/{uid:str}/disable" and response.status_code == 303:
                 await post_form(
                     visitors["admin"], concrete("/admin/staff/{uid:str}/enable", ids), {}
                 )
     assert not failures, "\n".join(failures)
+
+
+async def test_denied_access_is_audited(client) -> None:
+    from core.audit.tables import AuditEvent
+
+    patient = await make_person("patient", "curious@example.com")
+    await sign_in(client, patient)
+    assert (await client.get("/admin/staff")).status_code == 403
+    row = await AuditEvent.objects().where(AuditEvent.action == "access.denied").first()
+    assert row is not None
+    assert row.actor_uid == str(patient.user.uid) and row.outcome == "denied"
+    assert "GET /admin/staff" in row.details

@@ -257,6 +257,13 @@ def test_retry_delay_doubles_up_to_the_maximum(tmp_path: Path) -> None:
         assert base * 0.9 <= seconds <= base
 
 
+async def test_deliver_due_refuses_to_run_inside_a_transaction(settings: Settings) -> None:
+    # Sending from inside a transaction that may roll back would send the message twice.
+    async with db.transaction():
+        with pytest.raises(RuntimeError, match="inside a transaction"):
+            await deliver_due(settings)
+
+
 # Concurrency and crashed workers -------------------------------------------------------------
 
 

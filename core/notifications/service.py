@@ -183,6 +183,8 @@ async def deliver_due(settings: Settings, *, worker_id: str | None = None, limit
     Returns how many were sent. Must run outside any transaction: the claim has to commit
     before sending so that other workers skip the claimed rows.
     """
+    if db.current_engine().current_transaction.get() is not None:
+        raise RuntimeError("deliver_due must not run inside a transaction")
     worker_id = worker_id or new_worker_id()
     claimed = await claim_due(worker_id, limit)
     sent = 0
@@ -247,6 +249,9 @@ async def _claim_sqlite(
         & (OutboxMessage.next_attempt_at <= now)
         & (OutboxMessage.claimed_until.is_null() | (OutboxMessage.claimed_until < now))
     )
+    # A plain read first: polling an empty outbox must not take SQLite's write lock each time.
+    if not await OutboxMessage.exists().where(due):
+        return []
     columns = [getattr(OutboxMessage, field) for field in _CLAIMED_FIELDS]
     # IMMEDIATE: a second worker waits for this claim to commit, then sees the lease.
     async with db.transaction():
