@@ -7,8 +7,9 @@ the given settings and binds it to every table, so tests can switch engines per 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 from piccolo.conf.apps import Finder
 from piccolo.engine.base import Engine
@@ -16,6 +17,10 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from core.settings import Settings
+
+_after_commit: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+    "consilium_after_commit", default=None
+)
 
 # A writer waits this long for another writer's lock instead of failing with "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
@@ -74,12 +79,28 @@ async def transaction() -> AsyncIterator[None]:
     if engine.current_transaction.get() is not None:
         yield
         return
-    if isinstance(engine, SQLiteEngine):
-        async with engine.transaction(transaction_type=TransactionType.immediate):
-            yield
+    callbacks: list[Callable[[], None]] = []
+    token = _after_commit.set(callbacks)
+    try:
+        if isinstance(engine, SQLiteEngine):
+            async with engine.transaction(transaction_type=TransactionType.immediate):
+                yield
+        else:
+            async with engine.transaction():
+                yield
+    finally:
+        _after_commit.reset(token)
+    for callback in callbacks:  # reached only when the transaction committed
+        callback()
+
+
+def on_commit(callback: Callable[[], None]) -> None:
+    """Run `callback` once the current `transaction()` commits (at once when there is none)."""
+    callbacks = _after_commit.get()
+    if callbacks is None:
+        callback()
     else:
-        async with engine.transaction():
-            yield
+        callbacks.append(callback)
 
 
 async def run_migrations() -> None:

@@ -19,7 +19,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from core import db
 from core.notifications import service, tables
@@ -329,18 +328,11 @@ async def test_without_smtp_host_mail_is_written_to_var_mail(settings: Settings)
 # The worker --------------------------------------------------------------------------------
 
 
-async def test_worker_in_app_lifespan_delivers_without_help(app: Litestar) -> None:
-    settings: Settings = app.state.settings
+async def test_worker_in_app_lifespan_delivers_without_help(running_app: Litestar) -> None:
+    settings: Settings = running_app.state.settings
     folder = settings.var_dir / "mail"
-
-    async def enqueue_in_app_loop() -> None:
-        await enqueue(to=PATIENT, template="test_message", context=CONTEXT)
-
-    async with AsyncTestClient(app=app, base_url="http://testserver.local") as client:
-        # The lifespan (and a PostgreSQL pool) runs on the client's portal loop: use it.
-        await asyncio.to_thread(client.blocking_portal.call, enqueue_in_app_loop)
-        await _eventually(lambda: folder.is_dir() and any(folder.iterdir()))
-
+    await enqueue(to=PATIENT, template="test_message", context=CONTEXT)
+    await _eventually(lambda: folder.is_dir() and any(folder.iterdir()))
     [path] = folder.iterdir()
     message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
     assert message["Subject"] == "Test message for Ayesha"
@@ -389,3 +381,24 @@ async def test_worker_stop_is_clean_and_enqueue_works_without_worker(settings: S
     worker.wake()  # harmless once stopped
     await enqueue(to=PATIENT, template="test_message", context=CONTEXT)
     assert await OutboxMessage.count() == 1
+
+
+async def test_workers_are_woken_only_after_the_commit(settings: Settings) -> None:
+    calls: list[int] = []
+
+    def waker() -> None:
+        calls.append(1)
+
+    service.add_waker(waker)
+    try:
+        async with db.transaction():
+            await enqueue(to=PATIENT, template="test_message", context=CONTEXT)
+            assert calls == []  # the row is not visible to other connections yet
+        assert calls == [1]
+        with pytest.raises(RuntimeError):
+            async with db.transaction():
+                await enqueue(to=PATIENT, template="test_message", context=CONTEXT)
+                raise RuntimeError("roll back")
+        assert calls == [1]  # a rolled-back message wakes nobody
+    finally:
+        service.remove_waker(waker)

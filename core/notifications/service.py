@@ -76,7 +76,8 @@ async def enqueue(*, to: str, template: str, context: dict[str, Any]) -> None:
         status=PENDING,
     )
     await OutboxMessage.insert(row)
-    _wake_workers()
+    # Woken after the commit, so the worker finds the row on its first look.
+    db.on_commit(_wake_workers)
 
 
 def render_email(template: str, context: dict[str, Any], settings: Settings) -> tuple[str, str]:

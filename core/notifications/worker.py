@@ -16,9 +16,6 @@ from core.settings import Settings
 log = logging.getLogger("consilium.notifications")
 
 BATCH = 20
-# A wake arrives while the enqueuing transaction may still be open (its row not yet visible on
-# PostgreSQL), so after a woken pass look again soon rather than a whole poll interval later.
-FOLLOW_UP_SECONDS = 1.0
 
 
 class OutboxWorker:
@@ -62,13 +59,12 @@ class OutboxWorker:
             loop.call_soon_threadsafe(self._wakeup.set)
 
     async def _run(self) -> None:
-        poll = self._settings.outbox_poll_seconds
-        wait = poll
+        # Woken after each enqueuing transaction commits; the poll is the backstop for retries
+        # and for messages other processes enqueued.
         while True:
             self._wakeup.clear()
             await self._drain()
-            woken = await self._sleep(wait)
-            wait = min(poll, FOLLOW_UP_SECONDS) if woken else poll
+            await self._sleep(self._settings.outbox_poll_seconds)
 
     async def _drain(self) -> None:
         """Send until a pass finds less than a full batch; never let an error end the loop."""
