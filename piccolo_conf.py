@@ -15,5 +15,6 @@ APP_REGISTRY = AppRegistry(
         "core.accounts.piccolo_app",
         "core.audit.piccolo_app",
         "core.notifications.piccolo_app",
+        "core.cases.piccolo_app",
     ]
 )

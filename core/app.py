@@ -33,6 +33,7 @@ from core.security import (
     session_config,
 )
 from core.settings import Settings, load_settings
+from core.web import install_template_helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -59,7 +60,7 @@ def _template_config(settings: Settings, plugins: PluginHost) -> TemplateConfig:
     loaders = [FileSystemLoader(str(TEMPLATES)), *plugins.template_loaders()]
     # Built by hand, so autoescape must be set explicitly (SECURITY.md 10).
     environment = Environment(loader=ChoiceLoader(loaders), autoescape=True)
-    environment.globals["site"] = settings
+    install_template_helpers(environment, settings)
     return TemplateConfig(engine=JinjaTemplateEngine.from_environment(environment))
 
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from core.accounts.routes import ROUTES as ACCOUNT_ROUTES
     from core.admin.routes import ROUTES as ADMIN_ROUTES
     from core.audit.routes import ROUTES as AUDIT_ROUTES
+    from core.cases.routes import ROUTES as CASE_ROUTES
     from core.notifications.worker import OutboxWorker
     from core.pages import ROUTES as PAGE_ROUTES
 
@@ -102,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *ACCOUNT_ROUTES,
             *ADMIN_ROUTES,
             *AUDIT_ROUTES,
+            *CASE_ROUTES,
             *static_routers,
         ],
         lifespan=[lifespan],

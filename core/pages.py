@@ -5,8 +5,10 @@ from __future__ import annotations
 from litestar import Request, get
 from litestar.response import Template
 
+from core.cases import service as cases
+from core.cases.states import PATIENT_STATUS
 from core.payments.fees import DEFAULT_FEES
-from core.security import signed_in
+from core.security import PATIENT, signed_in
 from core.web import page
 
 
@@ -18,7 +20,16 @@ async def home(request: Request) -> Template:
 
 @get("/dashboard", guards=[signed_in])
 async def dashboard(request: Request) -> Template:
-    return page(request, "pages/dashboard.html", user=request.user)
+    user = request.user
+    own_cases = await cases.cases_of(user) if user.role == PATIENT else []
+    return page(
+        request,
+        "pages/dashboard.html",
+        user=user,
+        cases=own_cases,
+        statuses=PATIENT_STATUS,
+        specialties={s.slug: s for s in request.app.state.plugins.specialties()},
+    )
 
 
 @get("/healthz", media_type="text/plain")

@@ -10,8 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
+from datetime import date
 
 import pluggy
 from jinja2 import BaseLoader, FileSystemLoader
@@ -19,7 +18,7 @@ from litestar.static_files import create_static_files_router
 
 from core import hookspecs
 from core.settings import Settings
-from core.specialty import Specialty
+from core.specialty import Assets, Specialty
 
 log = logging.getLogger("consilium.plugins")
 
@@ -75,22 +74,31 @@ class PluginHost:
                 found.setdefault(specialty.slug, specialty)
         return sorted(found.values(), key=lambda s: s.title)
 
-    def _plugin_dirs(self, sub: str) -> list[tuple[str, Path]]:
-        dirs = []
-        for name, plugin in self.manager.list_name_plugin():
-            if isinstance(plugin, ModuleType) and plugin.__file__:
-                path = Path(plugin.__file__).parent / sub
-                if path.is_dir():
-                    dirs.append((name, path))
-        return dirs
+    def specialty(self, slug: str) -> Specialty | None:
+        return next((s for s in self.specialties() if s.slug == slug), None)
+
+    def validate_intake(
+        self, specialty: Specialty, values: dict, subject_birth_date: date | None
+    ) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        for result in self.manager.hook.consilium_validate_intake(
+            specialty=specialty, values=values, subject_birth_date=subject_birth_date
+        ):
+            for name, message in (result or {}).items():
+                errors.setdefault(name, message)
+        return errors
+
+    def assets(self) -> list[Assets]:
+        return [a for a in self.manager.hook.consilium_assets() if a is not None]
 
     def template_loaders(self) -> list[BaseLoader]:
-        return [FileSystemLoader(str(path)) for _, path in self._plugin_dirs("templates")]
+        return [FileSystemLoader(str(a.templates)) for a in self.assets() if a.templates]
 
     def static_routers(self) -> list:
         return [
             create_static_files_router(
-                path=f"/static/plugins/{name}", directories=[path], name=f"static-{name}"
+                path=f"/static/plugins/{a.name}", directories=[a.static], name=f"static-{a.name}"
             )
-            for name, path in self._plugin_dirs("static")
+            for a in self.assets()
+            if a.static
         ]

@@ -1,12 +1,119 @@
-"""Declarative types a specialty plugin returns. A specialty is mostly data."""
+"""Declarative types a specialty plugin returns. A specialty is mostly data.
+
+Everything a plugin needs to declare a specialty is importable from here (and `core.forms` for
+the field types, re-exported below).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.forms import (  # re-exported: the field types are part of the plugin API
+    Choice,
+    DateField,
+    Field,
+    Form,
+    LongText,
+    MultiChoice,
+    Number,
+    Repeating,
+    ScoredCategory,
+    ShowIf,
+    SingleChoice,
+    Text,
+    YesNo,
+)
+
+__all__ = [
+    "Assets",
+    "Choice",
+    "DateField",
+    "DocumentKind",
+    "Field",
+    "Form",
+    "LongText",
+    "MultiChoice",
+    "Number",
+    "Repeating",
+    "ReportSection",
+    "RequiredDocument",
+    "ScoredCategory",
+    "ShowIf",
+    "SingleChoice",
+    "Specialty",
+    "Text",
+    "YesNo",
+]
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
+
+
+class DocumentKind:
+    """Kinds of uploaded record a specialty accepts (sniffed from content, not file names)."""
+
+    PDF = "pdf"
+    IMAGE = "image"  # JPEG, PNG, HEIC/WebP photos of paper reports or films
+    DICOM = "dicom"  # imaging studies (Part 10 files, folders or ZIPs of them)
+    ALL = (PDF, IMAGE, DICOM)
+
+
+@dataclass(frozen=True)
+class RequiredDocument:
+    """One line of the records checklist, e.g. "The original radiologist's report"."""
+
+    key: str
+    label: str
+    help: str = ""
+    kinds: tuple[str, ...] = (DocumentKind.PDF, DocumentKind.IMAGE)
+    required: bool = True  # False: recommended, does not hold up the case
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """A section of the doctor's report and the review-form fields that fill it."""
+
+    key: str
+    title: str
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Folders a plugin contributes: templates (loaded after core's) and static files (served
+    under /static/plugins/<name>/)."""
+
+    name: str
+    templates: Path | None = None
+    static: Path | None = None
 
 
 @dataclass(frozen=True)
 class Specialty:
-    slug: str  # stable identifier, lower case, used in URLs and stored on cases
+    slug: str  # stable identifier, lower case, stored on cases
     title: str  # "Radiology second opinion"
     summary: str  # one plain-language sentence for patients: "Choose this when…"
+    audience: str = ""  # who it is for, e.g. "Adults and children with an imaging study"
+    intake: Form = field(default_factory=lambda: Form(version=1, fields=()))
+    required_documents: tuple[RequiredDocument, ...] = ()
+    accepted_kinds: tuple[str, ...] = (DocumentKind.PDF, DocumentKind.IMAGE)
+    review: Form = field(default_factory=lambda: Form(version=1, fields=()))
+    concordance: tuple[Choice, ...] = ()  # how far the second opinion agrees with the first
+    report_sections: tuple[ReportSection, ...] = ()
+    report_template: str | None = None  # e.g. "radiology/report.html" in the plugin's templates
+    for_children: bool = True
+
+    def __post_init__(self) -> None:
+        if not SLUG_RE.match(self.slug):
+            raise ValueError(f"specialty slug {self.slug!r} must be lower case, 2–32 characters")
+        review_names = {f.name for f in self.review.fields}
+        for section in self.report_sections:
+            missing = set(section.fields) - review_names
+            if missing:
+                raise ValueError(
+                    f"{self.slug}: report section {section.key} names unknown fields {missing}"
+                )
+        for kind in self.accepted_kinds:
+            if kind not in DocumentKind.ALL:
+                raise ValueError(f"{self.slug}: unknown document kind {kind!r}")

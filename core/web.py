@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from jinja2 import Environment
 from litestar import Request
 from litestar.response import Redirect, Template
+
+from core.forms import (
+    MappingFormData,
+    condition_text,
+    controlling_names,
+    display_value,
+    group_indexes,
+)
+from core.settings import Settings
 
 # Fixed notices shown after a redirect (`?notice=key`): never free text, never PHI in URLs.
 NOTICES: dict[str, tuple[str, str]] = {
@@ -39,7 +51,34 @@ NOTICES: dict[str, tuple[str, str]] = {
     "staff-disabled": ("success", "The account is disabled and its sessions have ended."),
     "staff-enabled": ("success", "The account is enabled again."),
     "session-ended": ("info", "Your session ended. Please sign in again."),
+    "request-submitted": (
+        "success",
+        "Your request is submitted. Next: upload your records and pay the fee.",
+    ),
+    "request-cancelled": ("info", "The request is cancelled."),
+    "cannot-cancel": ("error", "This request can no longer be cancelled. Please contact us."),
 }
+
+
+def install_template_helpers(environment: Environment, settings: Settings) -> None:
+    """Filters and functions every template may use."""
+    zone = ZoneInfo(settings.time_zone)
+
+    def localtime(value: datetime | None) -> str:
+        # "2 Oct 2026 14:05" in the deployment's time zone (stored times are UTC).
+        if value is None:
+            return ""
+        return value.astimezone(zone).strftime("%-d %b %Y %H:%M")
+
+    environment.filters["localtime"] = localtime
+    environment.globals["display"] = display_value
+    environment.globals["group_indexes"] = lambda raw, base: group_indexes(
+        MappingFormData(raw), base
+    )
+    environment.globals["today"] = lambda: date.today().isoformat()
+    environment.globals["controlling_names"] = controlling_names
+    environment.globals["condition_text"] = condition_text
+    environment.globals["site"] = settings
 
 
 def client_ip(request: Request) -> str | None:

@@ -15,17 +15,28 @@ from litestar import Litestar
 
 from core import db
 from core.app import create_app
+from core.cases import service as cases
 from core.settings import Settings
 from tests.conftest import make_settings, open_client
 from tests.support import make_person, post_form, sign_in
 
-VISITORS = ("anonymous", "patient", "doctor", "coordinator", "admin")
+# "patient" owns the case used in case routes; "other_patient" is patient B.
+VISITORS = ("anonymous", "patient", "other_patient", "doctor", "coordinator", "admin")
 PUBLIC = dict.fromkeys(VISITORS, 200)
 
 
 def only(role: str, ok: int = 200, anonymous: int = 303, others: int = 403) -> dict[str, int]:
     """A page for one role: anonymous visitors are sent to sign in, other roles refused."""
     return {v: ok if v == role else anonymous if v == "anonymous" else others for v in VISITORS}
+
+
+def patients(status: int) -> dict[str, int]:
+    return {"patient": status, "other_patient": status}
+
+
+def owner_only(ok: int, anonymous: int = 303) -> dict[str, int]:
+    """A patient's own case: patient B gets 404 (it does not exist for them), staff 403."""
+    return {**only("patient", ok, anonymous=anonymous), "other_patient": 404}
 
 
 def signed_in(ok: int = 200, anonymous: int = 303) -> dict[str, int]:
@@ -59,11 +70,12 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/account/password"): signed_in(400, anonymous=401),
     ("POST", "/account/sign-out-everywhere"): signed_in(303, anonymous=401),
     # Staff are enrolled (sent back to /account); the test patient is not, so sees the set-up.
-    ("GET", "/account/two-factor"): {**signed_in(303), "patient": 200},
-    ("POST", "/account/two-factor"): {**signed_in(303, anonymous=401), "patient": 400},
+    ("GET", "/account/two-factor"): {**signed_in(303), **patients(200)},
+    ("POST", "/account/two-factor"): {**signed_in(303, anonymous=401), **patients(400)},
+    # The test patients have no two-factor yet: sent to set it up.
     ("POST", "/account/two-factor/recovery-codes"): {
         **signed_in(200, anonymous=401),
-        "patient": 303,  # the test patient has no two-factor: sent to set it up
+        **patients(303),
     },
     ("POST", "/account/two-factor/disable"): signed_in(303, anonymous=401),
     ("GET", "/admin/staff"): only("admin"),
@@ -75,6 +87,14 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/admin/staff/{uid:str}/enable"): only("admin", 303, anonymous=401),
     ("GET", "/admin/plugins"): only("admin"),
     ("GET", "/admin/audit"): only("admin"),
+    ("GET", "/requests/new"): {**only("patient"), "other_patient": 200},
+    ("POST", "/requests/new"): {**only("patient", 400, anonymous=401), "other_patient": 400},
+    ("GET", "/requests/{uid:str}/{step:str}"): owner_only(200),
+    ("POST", "/requests/{uid:str}/{step:str}"): owner_only(400, anonymous=401),
+    ("POST", "/requests/{uid:str}/{step:str}/autosave"): owner_only(200, anonymous=401),
+    ("POST", "/requests/{uid:str}/submit"): owner_only(400, anonymous=401),
+    ("POST", "/requests/{uid:str}/cancel"): owner_only(303, anonymous=401),
+    ("GET", "/cases/{uid:str}"): owner_only(200),
 }
 
 
@@ -97,6 +117,9 @@ def concrete(path: str, ids: dict[str, str]) -> str:
     return (
         path.replace("{file_path:path}", "app.css")
         .replace("{token:str}", "no-such-token-" + "x" * 30)
+        .replace("/requests/{uid:str}", "/requests/" + ids["case"])
+        .replace("/cases/{uid:str}", "/cases/" + ids["case"])
+        .replace("{step:str}", "subject")
         .replace("{uid:str}", ids["staff"])
     )
 
@@ -113,12 +136,15 @@ def settings(tmp_path, database_url) -> Settings:
 async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient]]:
     people = {
         "patient": await make_person("patient", "matrix-patient@example.com"),
+        "other_patient": await make_person("patient", "matrix-other@example.com"),
         "doctor": await make_person("doctor", "matrix-doctor@example.com"),
         "coordinator": await make_person("coordinator", "matrix-coord@example.com"),
         "admin": await make_person("admin", "matrix-admin@example.com"),
     }
     target = await make_person("doctor", "matrix-target@example.com")
-    clients: dict = {"_ids": {"staff": str(target.user.uid)}}
+    general = running_app.state.plugins.specialty("general")
+    case = await cases.start_request(people["patient"].user, general, ip=None)
+    clients: dict = {"_ids": {"staff": str(target.user.uid), "case": str(case.uid)}}
     for name in VISITORS:
         client = open_client(running_app)
         if name in people:
@@ -135,7 +161,7 @@ async def test_authorization_matrix(visitors) -> None:
     ids = visitors["_ids"]
     failures = []
     # Sign-out rows last: they end the visitor's session.
-    last = {"/account/sign-out-everywhere": 1, "/logout": 2}
+    last = {"/requests/{uid:str}/cancel": 1, "/account/sign-out-everywhere": 2, "/logout": 3}
     rows = sorted(MATRIX.items(), key=lambda item: last.get(item[0][1], 0))
     for (method, path), expected in rows:
         for visitor in VISITORS:

@@ -290,6 +290,8 @@ def _level_after_password(user: User) -> str:
 
 async def sign_in(email: str, password: str, *, ip: str | None) -> SignIn:
     email = normalise_email(email)
+    if not email or not password:
+        return SignIn()  # nothing to check (and nothing to count against anyone)
     key = _throttle_key("email", email)
     if wait := await _throttle_wait(key):
         await audit.record("login.throttled", outcome="denied", ip=ip)

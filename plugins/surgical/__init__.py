@@ -1,18 +1,34 @@
 """Built-in specialty: surgical second opinion."""
 
-from core.hookspecs import hookimpl
-from core.specialty import Specialty
+from __future__ import annotations
 
-SPECIALTY = Specialty(
-    slug="surgical",
-    title="Surgical second opinion",
-    summary=(
-        "Choose this when a surgeon has recommended an operation and you want another "
-        "view before deciding."
-    ),
-)
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from core.hookspecs import hookimpl
+from core.specialty import Assets, Specialty
+
+from .rules import check_intake
+from .specialty import SPECIALTY
+
+__all__ = ["SPECIALTY"]
 
 
 @hookimpl
 def consilium_specialties() -> list[Specialty]:
     return [SPECIALTY]
+
+
+@hookimpl
+def consilium_validate_intake(
+    specialty: Specialty, values: dict[str, Any], subject_birth_date: date | None
+) -> dict[str, str] | None:
+    if specialty.slug != SPECIALTY.slug:
+        return None
+    return check_intake(values, subject_birth_date) or None
+
+
+@hookimpl
+def consilium_assets() -> Assets:
+    return Assets(name=SPECIALTY.slug, templates=Path(__file__).parent / "templates")

@@ -1,0 +1,278 @@
+"""The patient's request wizard and case page. Thin: rules live in core.cases.service.
+
+Steps: kind → for whom → intake → questions → preferred doctor → review → submit. Every step is
+a plain form that posts and redirects (works without JavaScript); with htmx the form also
+autosaves while the person types, and show-if fields appear as their condition is met.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2_fragments.litestar import HTMXBlockTemplate
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Redirect, Response, Template
+
+from core.cases import service as cases
+from core.cases import states
+from core.cases.tables import Case
+from core.forms import MappingFormData, visible_names
+from core.security import PATIENT, role_guard
+from core.specialty import Specialty
+from core.web import client_ip, page, redirect
+
+STEP_TITLES = {
+    "subject": "Who it is for",
+    "intake": "About the case",
+    "questions": "Your questions",
+    "doctor": "Choose a doctor",
+    "review": "Check and submit",
+}
+CONTROL_KEYS = {"_csrf_token", "action"}
+
+
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    form = await request.form()
+    return {
+        key: [str(v) for v in form.getall(key)] for key in form.keys() if key not in CONTROL_KEYS
+    }
+
+
+def _specialty(request: Request, slug: str) -> Specialty:
+    specialty = request.app.state.plugins.specialty(slug)
+    if specialty is None:  # its plugin was removed: the case can be seen, not edited
+        raise NotFoundException()
+    return specialty
+
+
+async def _own_case(request: Request, uid: str) -> Case:
+    try:
+        return await cases.get_own_case(request.user, uid)
+    except cases.CaseNotFound:
+        from core.security import record_denied
+
+        await record_denied(request, reason="not_owner_or_missing")
+        raise NotFoundException() from None
+
+
+def _wizard(request: Request, case: Case, step: str, status: int = 200, **context: Any) -> Template:
+    context.setdefault("errors", {})
+    return page(
+        request,
+        f"cases/step_{step}.html",
+        status,
+        case=case,
+        specialty=_specialty(request, case.specialty),
+        step=step,
+        steps=STEP_TITLES,
+        draft=cases.draft_of(case),
+        **context,
+    )
+
+
+def _next_step(step: str) -> str:
+    order = list(STEP_TITLES)
+    return order[order.index(step) + 1]
+
+
+class RequestController(Controller):
+    path = "/requests"
+    guards = [role_guard(PATIENT)]
+
+    @get("/new")
+    async def choose_kind(self, request: Request) -> Template:
+        specialties = request.app.state.plugins.specialties()
+        return page(
+            request, "cases/step_kind.html", specialties=specialties, errors={}, steps=STEP_TITLES
+        )
+
+    @post("/new")
+    async def start(self, request: Request) -> Template | Redirect:
+        data = await form_lists(request)
+        slug = (data.get("specialty") or [""])[0]
+        specialty = request.app.state.plugins.specialty(slug)
+        if specialty is None:
+            specialties = request.app.state.plugins.specialties()
+            errors = {"specialty": "Choose the kind of second opinion you need."}
+            return page(
+                request,
+                "cases/step_kind.html",
+                400,
+                specialties=specialties,
+                errors=errors,
+                steps=STEP_TITLES,
+            )
+        case = await cases.start_request(request.user, specialty, ip=client_ip(request))
+        return redirect(f"/requests/{case.uid}/subject")
+
+    @get("/{uid:str}/{step:str}")
+    async def show_step(
+        self, request: Request, uid: FromPath[str], step: FromPath[str]
+    ) -> Template | Redirect:
+        case = await _own_case(request, uid)
+        if case.status != states.DRAFT:
+            return redirect(f"/cases/{case.uid}")
+        if step not in STEP_TITLES:
+            raise NotFoundException()
+        return await self._render_step(request, case, step)
+
+    async def _render_step(
+        self,
+        request: Request,
+        case: Case,
+        step: str,
+        status: int = 200,
+        errors: dict | None = None,
+        **extra: Any,
+    ) -> Template:
+        specialty = _specialty(request, case.specialty)
+        draft = cases.draft_of(case)
+        context: dict[str, Any] = {"errors": errors or {}, **extra}
+        if step == "intake":
+            raw = draft.get("intake", {})
+            context["raw"] = raw
+            context["visible"] = visible_names(specialty.intake, MappingFormData(raw))
+        elif step == "subject":
+            context["raw"] = draft.get("subject", {})
+            context["sexes"], context["relationships"] = cases.SEXES, cases.RELATIONSHIPS
+        elif step == "questions":
+            context["raw"] = draft.get("questions", {})
+            context["max_questions"] = cases.MAX_QUESTIONS
+        elif step == "doctor":
+            context["raw"] = draft.get("doctor", {})
+            context["doctors"] = await cases.doctors_for(case.specialty)
+        elif step == "review":
+            context["problems"] = cases.incomplete_steps(
+                case, request.user, specialty, request.app.state.plugins
+            )
+            context["answers"] = cases.answers_of(case)
+            context["questions"] = cases.questions_of(case)
+            doctors = await cases.doctors_for(case.specialty)
+            context["doctor"] = next((d for d in doctors if d.id == case.preferred_doctor), None)
+        return _wizard(request, case, step, status, **context)
+
+    @post("/{uid:str}/{step:str}")
+    async def save_step(
+        self, request: Request, uid: FromPath[str], step: FromPath[str]
+    ) -> Template | Redirect:
+        case = await _own_case(request, uid)
+        if case.status != states.DRAFT:
+            return redirect(f"/cases/{case.uid}")
+        specialty = _specialty(request, case.specialty)
+        raw = await form_lists(request)
+        action = (await request.form()).get("action", "")
+        if step == "intake" and isinstance(action, str) and action.startswith(("add:", "remove:")):
+            raw = _change_rows(specialty, raw, action)
+            await cases.autosave(case, "intake", raw)
+            return await self._render_step(request, case, "intake")
+        if step == "subject":
+            errors = await cases.save_subject(case, request.user, raw)
+        elif step == "intake":
+            errors = await cases.save_intake(case, specialty, request.app.state.plugins, raw)
+        elif step == "questions":
+            errors = await cases.save_questions(case, raw)
+        elif step == "doctor":
+            errors = await cases.save_preferred_doctor(case, raw)
+        else:
+            raise NotFoundException()
+        if errors:
+            return await self._render_step(request, case, step, 400, errors)
+        return redirect(f"/requests/{case.uid}/{_next_step(step)}")
+
+    @post("/{uid:str}/{step:str}/autosave")
+    async def autosave(
+        self, request: Request, uid: FromPath[str], step: FromPath[str]
+    ) -> Template | Response:
+        """htmx: keep the entries; answer with the saved time, or the refreshed intake fields."""
+        case = await _own_case(request, uid)
+        if case.status != states.DRAFT or step not in cases.STEPS:
+            return Response(
+                "This request can no longer be changed.", status_code=409, media_type="text/plain"
+            )
+        raw = await form_lists(request)
+        saved_at = await cases.autosave(case, step, raw)
+        if step == "intake" and request.query_params.get("refresh"):
+            specialty = _specialty(request, case.specialty)
+            return HTMXBlockTemplate(
+                template_name="cases/step_intake.html",
+                block_name="conditionals",
+                context={
+                    "case": case,
+                    "specialty": specialty,
+                    "raw": raw,
+                    "visible": visible_names(specialty.intake, MappingFormData(raw)),
+                    "errors": {},
+                    "saved_at": saved_at,
+                    "refresh_url": f"/requests/{case.uid}/intake/autosave?refresh=1",
+                },
+            )
+        return HTMXBlockTemplate(
+            template_name="cases/_saved.html", block_name="saved", context={"saved_at": saved_at}
+        )
+
+    @post("/{uid:str}/submit")
+    async def submit(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        case = await _own_case(request, uid)
+        if case.status != states.DRAFT:
+            return redirect(f"/cases/{case.uid}")
+        specialty = _specialty(request, case.specialty)
+        problems = await cases.submit(
+            case, request.user, specialty, request.app.state.plugins, ip=client_ip(request)
+        )
+        if problems:
+            return await self._render_step(request, case, "review", 400)
+        return redirect(f"/cases/{case.uid}", "request-submitted")
+
+    @post("/{uid:str}/cancel")
+    async def cancel(self, request: Request, uid: FromPath[str]) -> Redirect:
+        case = await _own_case(request, uid)
+        try:
+            await cases.transition(case, "cancel", request.user, ip=client_ip(request))
+        except cases.TransitionRefused:
+            return redirect(f"/cases/{case.uid}", "cannot-cancel")
+        return redirect("/dashboard", "request-cancelled")
+
+
+def _change_rows(
+    specialty: Specialty, raw: dict[str, list[str]], action: str
+) -> dict[str, list[str]]:
+    """Add a blank row to a repeating group, or remove one (no JavaScript needed)."""
+    from core.forms import Repeating, group_indexes
+
+    parts = action.split(":")
+    group = specialty.intake.field(parts[1]) if len(parts) > 1 else None
+    if not isinstance(group, Repeating):
+        return raw
+    base = f"{group.name}."
+    indexes = group_indexes(MappingFormData(raw), base)
+    if parts[0] == "add" and len(indexes) < group.max_items:
+        raw = {**raw, f"{base}{(indexes[-1] + 1) if indexes else 0}.{group.fields[0].name}": [""]}
+    elif parts[0] == "remove" and len(parts) == 3 and parts[2].isdigit():
+        prefix = f"{base}{parts[2]}."
+        raw = {key: value for key, value in raw.items() if not key.startswith(prefix)}
+    return raw
+
+
+class CaseController(Controller):
+    path = "/cases"
+    guards = [role_guard(PATIENT)]
+
+    @get("/{uid:str}")
+    async def show(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        case = await _own_case(request, uid)
+        specialty = request.app.state.plugins.specialty(case.specialty)
+        return page(
+            request,
+            "cases/case.html",
+            case=case,
+            specialty=specialty,
+            status=states.PATIENT_STATUS[case.status],
+            events=await cases.timeline(case),
+            answers=cases.answers_of(case),
+            questions=cases.questions_of(case),
+        )
+
+
+ROUTES = [RequestController, CaseController]

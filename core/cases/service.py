@@ -1,0 +1,434 @@
+"""Cases: the patient's request from draft to submission, and the state machine for the rest.
+
+Every state change goes through `transition()`: it checks the actor's role and the current
+state, and writes the new state, a timeline entry and an audit row in one transaction.
+A patient only ever sees their own cases; anything else is "not found".
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from core import db
+from core.accounts.tables import DoctorSpecialty, User
+from core.audit import service as audit
+from core.cases import states
+from core.cases.tables import Case, CaseEvent, ReferenceCounter
+from core.forms import MappingFormData, StoredAnswers, kept_item_indexes
+from core.plugins import PluginHost
+from core.security import DOCTOR, PATIENT
+from core.specialty import Specialty
+
+MAX_QUESTIONS = 5
+MAX_QUESTION_CHARS = 1000
+SEXES = (("female", "Female"), ("male", "Male"), ("other", "Other / prefer to describe"))
+RELATIONSHIPS = (
+    ("parent", "I am their parent"),
+    ("legal_guardian", "I am their legal guardian"),
+    ("carer", "I care for them with their permission"),
+)
+STEPS = ("subject", "intake", "questions", "doctor")
+
+
+class CaseNotFound(Exception):
+    """No such case for this person (it may exist, but is not theirs)."""
+
+
+class TransitionRefused(Exception):
+    """The action is not possible now; `message` says why, for the person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def loads(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+
+async def get_case(uid: str) -> Case:
+    try:
+        parsed = uuid.UUID(uid)
+    except ValueError:
+        raise CaseNotFound from None
+    case = await Case.objects().where(Case.uid == parsed).first()
+    if case is None:
+        raise CaseNotFound
+    return case
+
+
+async def get_own_case(patient: User, uid: str) -> Case:
+    case = await get_case(uid)
+    if case.patient != patient.id:
+        raise CaseNotFound
+    return case
+
+
+async def cases_of(patient: User) -> list[Case]:
+    return (
+        await Case.objects()
+        .where(Case.patient == patient.id)
+        .order_by(Case.created_at, ascending=False)
+    )
+
+
+async def timeline(case: Case) -> list[CaseEvent]:
+    return await CaseEvent.objects().where(CaseEvent.case == case.id).order_by(CaseEvent.at)
+
+
+def draft_of(case: Case) -> dict[str, Any]:
+    return loads(case.draft) or {}
+
+
+def answers_of(case: Case) -> StoredAnswers:
+    return StoredAnswers.from_json(loads(case.intake))
+
+
+def questions_of(case: Case) -> list[str]:
+    return list(loads(case.questions) or [])
+
+
+async def doctors_for(specialty: str) -> list[User]:
+    rows = await DoctorSpecialty.select(DoctorSpecialty.doctor).where(
+        DoctorSpecialty.specialty == specialty
+    )
+    ids = [row["doctor"] for row in rows]
+    if not ids:
+        return []
+    return (
+        await User.objects()
+        .where(User.id.is_in(ids) & (User.role == DOCTOR) & User.is_active.eq(True))
+        .order_by(User.full_name)
+    )
+
+
+# Starting and editing a draft -------------------------------------------------------------------
+
+
+async def _next_reference(year: int) -> str:
+    # One atomic statement on both engines: concurrent drafts never get the same number.
+    rows = await ReferenceCounter.raw(
+        "INSERT INTO case_reference_counter (year, last) VALUES ({}, 1) "
+        "ON CONFLICT (year) DO UPDATE SET last = case_reference_counter.last + 1 "
+        "RETURNING last",
+        year,
+    )
+    return f"SO-{year}-{rows[0]['last']:05d}"
+
+
+async def start_request(patient: User, specialty: Specialty, *, ip: str | None) -> Case:
+    if patient.role != PATIENT:
+        raise TransitionRefused("Only patient accounts can ask for a second opinion.")
+    async with db.transaction():
+        case = Case(
+            patient=patient.id,
+            specialty=specialty.slug,
+            status=states.DRAFT,
+            reference=await _next_reference(now().year),
+            intake=json.dumps(StoredAnswers(version=specialty.intake.version).as_json()),
+        )
+        await Case.insert(case)
+        await _event(case, patient, "created", "", states.DRAFT, "Request started")
+        await audit.record(
+            "case.create",
+            actor=patient,
+            object_type="case",
+            object_id=str(case.uid),
+            case_id=str(case.uid),
+            subject_uid=str(patient.uid),
+            ip=ip,
+        )
+    return case
+
+
+def _require_draft(case: Case) -> None:
+    if case.status != states.DRAFT:
+        raise TransitionRefused("This request was submitted and can no longer be changed.")
+
+
+async def autosave(case: Case, step: str, raw: dict[str, list[str]]) -> datetime:
+    """Keep whatever was typed in a step of a draft, valid or not (drafts survive a closed tab)."""
+    _require_draft(case)
+    if step not in STEPS:
+        raise TransitionRefused("Unknown step.")
+    draft = draft_of(case)
+    draft[step] = raw
+    saved_at = now()
+    await Case.update({Case.draft: json.dumps(draft), Case.updated_at: saved_at}).where(
+        (Case.id == case.id) & (Case.status == states.DRAFT)
+    )
+    case.draft = json.dumps(draft)
+    return saved_at
+
+
+def _first(raw: dict[str, list[str]], name: str) -> str:
+    values = raw.get(name) or [""]
+    return str(values[0]).strip()
+
+
+@dataclass
+class Subject:
+    kind: str
+    name: str
+    birth_date: date | None
+    sex: str
+    relationship: str
+    guardian_declared: bool
+
+
+def check_subject(patient: User, raw: dict[str, list[str]]) -> tuple[Subject, dict[str, str]]:
+    errors: dict[str, str] = {}
+    kind = _first(raw, "subject_kind")
+    if kind not in {"self", "dependant"}:
+        errors["subject_kind"] = "Choose who the second opinion is for."
+    name = _first(raw, "subject_name") if kind == "dependant" else patient.full_name
+    if kind == "dependant" and not name:
+        errors["subject_name"] = "Enter their full name."
+    elif len(name) > 200:
+        errors["subject_name"] = "Use at most 200 characters."
+    birth_date = None
+    text = _first(raw, "subject_birth_date")
+    try:
+        birth_date = date.fromisoformat(text) if text else None
+    except ValueError:
+        errors["subject_birth_date"] = "Enter a date like 2015-04-30."
+    if birth_date is None and "subject_birth_date" not in errors:
+        errors["subject_birth_date"] = "Enter the date of birth."
+    elif birth_date and (birth_date > date.today() or birth_date.year < 1900):
+        errors["subject_birth_date"] = "Enter a date of birth in the past."
+    sex = _first(raw, "subject_sex")
+    if sex not in {value for value, _ in SEXES}:
+        errors["subject_sex"] = "Choose an answer for sex."
+    relationship = _first(raw, "subject_relationship") if kind == "dependant" else ""
+    declared = _first(raw, "guardian_declared") == "yes"
+    if kind == "dependant":
+        if relationship not in {value for value, _ in RELATIONSHIPS}:
+            errors["subject_relationship"] = "Choose how you are related to them."
+        if not declared:
+            errors["guardian_declared"] = (
+                "Please confirm that you may act for them and share their medical records."
+            )
+    subject = Subject(kind, name, birth_date, sex, relationship, declared)
+    return subject, errors
+
+
+async def save_subject(case: Case, patient: User, raw: dict[str, list[str]]) -> dict[str, str]:
+    await autosave(case, "subject", raw)
+    subject, errors = check_subject(patient, raw)
+    if errors:
+        return errors
+    await Case.update(
+        {
+            Case.subject_kind: subject.kind,
+            Case.subject_name: subject.name,
+            Case.subject_birth_date: subject.birth_date,
+            Case.subject_sex: subject.sex,
+            Case.subject_relationship: subject.relationship,
+            Case.guardian_declared: subject.guardian_declared,
+        }
+    ).where(Case.id == case.id)
+    return {}
+
+
+def check_intake(
+    case: Case, specialty: Specialty, plugins: PluginHost, raw: dict[str, list[str]]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    data = MappingFormData(raw)
+    values, errors = specialty.intake.validate(data)
+    if not errors:
+        errors = _submitted_names(
+            plugins.validate_intake(specialty, values, case.subject_birth_date),
+            kept_item_indexes(specialty.intake, data),
+        )
+    return values, errors
+
+
+def _submitted_names(errors: dict[str, str], kept: dict[str, list[int]]) -> dict[str, str]:
+    """Hooks name a row by its position in the cleaned list; the page by its submitted number."""
+    renamed = {}
+    for key, message in errors.items():
+        group, _, rest = key.partition(".")
+        position, _, field_name = rest.partition(".")
+        if group in kept and position.isdigit() and int(position) < len(kept[group]):
+            key = f"{group}.{kept[group][int(position)]}.{field_name}"
+        renamed[key] = message
+    return renamed
+
+
+async def save_intake(
+    case: Case, specialty: Specialty, plugins: PluginHost, raw: dict[str, list[str]]
+) -> dict[str, str]:
+    await autosave(case, "intake", raw)
+    values, errors = check_intake(case, specialty, plugins, raw)
+    if not errors:
+        answers = StoredAnswers(version=specialty.intake.version, values=values)
+        await Case.update({Case.intake: json.dumps(answers.as_json())}).where(Case.id == case.id)
+    return errors
+
+
+def check_questions(raw: dict[str, list[str]]) -> tuple[list[str], dict[str, str]]:
+    questions, errors = [], {}
+    for index in range(1, MAX_QUESTIONS + 1):
+        text = _first(raw, f"question_{index}")
+        if len(text) > MAX_QUESTION_CHARS:
+            errors[f"question_{index}"] = f"Use at most {MAX_QUESTION_CHARS} characters."
+        if text:
+            questions.append(text)
+    if not questions and not errors:
+        errors["question_1"] = "Write at least one question for the doctor."
+    return questions, errors
+
+
+async def save_questions(case: Case, raw: dict[str, list[str]]) -> dict[str, str]:
+    await autosave(case, "questions", raw)
+    questions, errors = check_questions(raw)
+    if not errors:
+        await Case.update({Case.questions: json.dumps(questions)}).where(Case.id == case.id)
+    return errors
+
+
+async def save_preferred_doctor(case: Case, raw: dict[str, list[str]]) -> dict[str, str]:
+    await autosave(case, "doctor", raw)
+    choice = _first(raw, "preferred_doctor")
+    doctor_id = None
+    if choice not in ("", "none"):
+        doctor = next((d for d in await doctors_for(case.specialty) if str(d.uid) == choice), None)
+        if doctor is None:
+            return {"preferred_doctor": "Choose a doctor from the list, or no preference."}
+        doctor_id = doctor.id
+    elif choice == "":
+        return {"preferred_doctor": "Choose a doctor, or “No preference”."}
+    await Case.update({Case.preferred_doctor: doctor_id}).where(Case.id == case.id)
+    return {}
+
+
+def incomplete_steps(
+    case: Case, patient: User, specialty: Specialty, plugins: PluginHost
+) -> dict[str, dict[str, str]]:
+    """Every step's problems, from the saved entries (what submission would refuse)."""
+    draft = draft_of(case)
+    problems: dict[str, dict[str, str]] = {}
+    _, errors = check_subject(patient, draft.get("subject", {}))
+    if errors:
+        problems["subject"] = errors
+    _, errors = check_intake(case, specialty, plugins, draft.get("intake", {}))
+    if errors:
+        problems["intake"] = errors
+    _, errors = check_questions(draft.get("questions", {}))
+    if errors:
+        problems["questions"] = errors
+    if "preferred_doctor" not in draft.get("doctor", {}):
+        problems["doctor"] = {"preferred_doctor": "Choose a doctor, or “No preference”."}
+    return problems
+
+
+async def submit(
+    case: Case, patient: User, specialty: Specialty, plugins: PluginHost, *, ip: str | None
+) -> dict[str, dict[str, str]]:
+    """Submit a complete draft; returns the problems per step instead when it is not complete."""
+    problems = incomplete_steps(case, patient, specialty, plugins)
+    if problems:
+        return problems
+    draft = draft_of(case)
+    # Re-save every step from the draft so what is stored is exactly what was reviewed.
+    await save_subject(case, patient, draft["subject"])
+    await save_intake(case, specialty, plugins, draft["intake"])
+    await save_questions(case, draft["questions"])
+    await save_preferred_doctor(case, draft["doctor"])
+    await transition(case, "submit", patient, ip=ip)
+    return {}
+
+
+# The state machine ------------------------------------------------------------------------------
+
+
+async def _event(
+    case: Case, actor: User | None, action: str, source: str, target: str, note: str
+) -> None:
+    await CaseEvent.insert(
+        CaseEvent(
+            case=case.id,
+            actor=actor.id if actor else None,
+            action=action,
+            from_status=source,
+            to_status=target,
+            note=note,
+        )
+    )
+
+
+EVENT_NOTES = {
+    "submit": "Request submitted",
+    "cancel": "Request cancelled",
+    "receive": "Received for review",
+    "decline": "Declined",
+    "assign": "Assigned to a specialist",
+    "reassign": "Reassigned to another specialist",
+    "start_review": "Review started",
+    "request_info": "The specialist asked for more information",
+    "provide_info": "Information sent to the specialist",
+    "publish_report": "Report ready",
+    "close": "Case closed",
+}
+
+
+async def transition(
+    case: Case,
+    action: str,
+    actor: User | None,
+    *,
+    ip: str | None,
+    assigned_doctor_id: int | None = None,
+) -> Case:
+    """Apply `action` if the actor may and the case is in a state that allows it.
+
+    `actor=None` is the system itself (e.g. payment and records complete → received).
+    The state is re-read and changed with a conditional UPDATE, so two concurrent actions on
+    one case cannot both succeed.
+    """
+    rule = states.TRANSITIONS.get(action)
+    if rule is None:
+        raise TransitionRefused("That action does not exist.")
+    role = actor.role if actor else states.SYSTEM
+    if role not in rule.roles:
+        raise TransitionRefused("Your account cannot do this.")
+    if rule.owner_only and (actor is None or case.patient != actor.id):
+        raise CaseNotFound
+    if rule.assigned_only and (actor is None or assigned_doctor_id != actor.id):
+        raise CaseNotFound
+    async with db.transaction():
+        changed = (
+            await Case.update(
+                {Case.status: rule.target, Case.updated_at: now()}
+                | ({Case.submitted_at: now()} if action == "submit" else {})
+            )
+            .where((Case.id == case.id) & Case.status.is_in(list(rule.sources)))
+            .returning(Case.id)
+        )
+        if not changed:
+            current = await Case.select(Case.status).where(Case.id == case.id).first()
+            label = states.PATIENT_STATUS.get(current["status"] if current else "", ("",))[0]
+            raise TransitionRefused(f"This is not possible while the case is “{label}”.")
+        await _event(case, actor, action, case.status, rule.target, EVENT_NOTES[action])
+        await audit.record(
+            f"case.{action}",
+            actor=actor,
+            object_type="case",
+            object_id=str(case.uid),
+            case_id=str(case.uid),
+            ip=ip,
+            details={"from": case.status, "to": rule.target},
+        )
+    case.status = rule.target
+    return case

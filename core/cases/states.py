@@ -1,0 +1,66 @@
+"""The case life cycle as data: which action moves a case from which state, and who may do it.
+
+draft → submitted → received → assigned → in_review ⇄ awaiting_info → report_ready → closed,
+with cancelled / declined from the early states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.security import ADMIN, COORDINATOR, DOCTOR, PATIENT
+
+DRAFT = "draft"
+SUBMITTED = "submitted"
+RECEIVED = "received"
+ASSIGNED = "assigned"
+IN_REVIEW = "in_review"
+AWAITING_INFO = "awaiting_info"
+REPORT_READY = "report_ready"
+CLOSED = "closed"
+CANCELLED = "cancelled"
+DECLINED = "declined"
+
+SYSTEM = "system"  # transitions the service makes by itself (payment + records complete)
+
+# What a patient reads for each state: a status line and the next step.
+PATIENT_STATUS = {
+    DRAFT: ("Draft", "Finish your request and submit it."),
+    SUBMITTED: ("Submitted", "Upload your records and pay the fee so we can start."),
+    RECEIVED: ("Received for review", "We are choosing the specialist for your case."),
+    ASSIGNED: ("With a specialist", "The specialist will start the review soon."),
+    IN_REVIEW: ("In review", "The specialist is reviewing your case."),
+    AWAITING_INFO: ("Information needed", "The specialist asked you a question. Please answer it."),
+    REPORT_READY: ("Report ready", "Download your report."),
+    CLOSED: ("Closed", "Your case is complete."),
+    CANCELLED: ("Cancelled", "This request was cancelled."),
+    DECLINED: ("Declined", "We could not take this case. Any payment is refunded."),
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    action: str
+    sources: tuple[str, ...]
+    target: str
+    roles: tuple[str, ...]
+    owner_only: bool = False  # a patient may act only on their own case
+    assigned_only: bool = False  # a doctor may act only on a case assigned to them
+
+
+TRANSITIONS = {
+    t.action: t
+    for t in (
+        Transition("submit", (DRAFT,), SUBMITTED, (PATIENT,), owner_only=True),
+        Transition("cancel", (DRAFT, SUBMITTED), CANCELLED, (PATIENT,), owner_only=True),
+        Transition("receive", (SUBMITTED,), RECEIVED, (SYSTEM,)),
+        Transition("decline", (SUBMITTED, RECEIVED), DECLINED, (COORDINATOR, ADMIN)),
+        Transition("assign", (RECEIVED,), ASSIGNED, (COORDINATOR, ADMIN)),
+        Transition("reassign", (ASSIGNED, IN_REVIEW), ASSIGNED, (COORDINATOR, ADMIN)),
+        Transition("start_review", (ASSIGNED,), IN_REVIEW, (DOCTOR,), assigned_only=True),
+        Transition("request_info", (IN_REVIEW,), AWAITING_INFO, (DOCTOR,), assigned_only=True),
+        Transition("provide_info", (AWAITING_INFO,), IN_REVIEW, (PATIENT,), owner_only=True),
+        Transition("publish_report", (IN_REVIEW,), REPORT_READY, (DOCTOR,), assigned_only=True),
+        Transition("close", (REPORT_READY,), CLOSED, (COORDINATOR, ADMIN, SYSTEM)),
+    )
+}

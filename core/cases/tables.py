@@ -1,0 +1,62 @@
+from piccolo.columns import (
+    JSON,
+    UUID,
+    Boolean,
+    Date,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+from core.accounts.tables import User
+
+
+class Case(Table, tablename="case_case"):
+    """A request for a second opinion, from draft to closed."""
+
+    uid = UUID(unique=True, index=True)  # the only id in URLs
+    reference = Varchar(length=20, unique=True, index=True)  # "SO-2026-00042", for people
+    patient = ForeignKey(User, on_delete=OnDelete.restrict, index=True)  # the account holder
+    specialty = Varchar(length=32, index=True)
+    status = Varchar(length=20, default="draft", index=True)
+    # Who the opinion is for: the account holder, or a child / person in their care.
+    subject_kind = Varchar(length=12, default="")  # "" until chosen, "self", "dependant"
+    subject_name = Varchar(length=200, default="")
+    subject_birth_date = Date(null=True, default=None)
+    subject_sex = Varchar(length=12, default="")
+    subject_relationship = Varchar(length=40, default="")
+    guardian_declared = Boolean(default=False)
+    # Raw entries of every step as submitted (dict name → list of strings): drafts autosave
+    # whatever was typed, so nothing is lost even before it passes validation.
+    draft = JSON(default="{}")
+    # Clean answers, fixed at submission: {"version": form version, "values": {...}}.
+    intake = JSON(default="{}")
+    questions = JSON(default="[]")
+    preferred_doctor = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow())
+    submitted_at = Timestamptz(null=True, default=None)
+
+
+class CaseEvent(Table, tablename="case_event"):
+    """The case timeline: one row per state change or notable step, shown to the patient."""
+
+    case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
+    at = Timestamptz(default=TimestamptzNow())
+    actor = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    action = Varchar(length=40)
+    from_status = Varchar(length=20, default="")
+    to_status = Varchar(length=20, default="")
+    note = Text(default="")  # shown on the timeline; written by the service, never free text
+
+
+class ReferenceCounter(Table, tablename="case_reference_counter"):
+    """The last case number handed out per year; incremented atomically."""
+
+    year = Integer(unique=True)
+    last = Integer(default=0)
