@@ -369,19 +369,45 @@ def check_fields(fields: Sequence[Field], *, nested: bool = False) -> None:
 
 @dataclass
 class StoredAnswers:
-    """Answers as stored on a case: the form version they were given against, and the values."""
+    """Answers as stored on a case: the form version they were given against, the values, and
+    the answers in words as the form showed them then (`summary`), so a case still reads
+    correctly after its plugin changes or drops a field."""
 
     version: int
     values: dict[str, Any] = field(default_factory=dict)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def capture(cls, form: Form, values: dict[str, Any]) -> StoredAnswers:
+        return cls(version=form.version, values=values, summary=summarise(form.fields, values))
 
     def as_json(self) -> dict[str, Any]:
-        return {"version": self.version, "values": self.values}
+        return {"version": self.version, "values": self.values, "summary": self.summary}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> StoredAnswers:
         if not data:
-            return cls(version=0, values={})
-        return cls(version=int(data.get("version", 0)), values=dict(data.get("values", {})))
+            return cls(version=0)
+        return cls(
+            version=int(data.get("version", 0)),
+            values=dict(data.get("values", {})),
+            summary=list(data.get("summary", [])),
+        )
+
+
+def summarise(fields: Sequence[Field], values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """[{label, text} | {label, entries: [[{label, text}, …], …]}] for every answered field."""
+    lines: list[dict[str, Any]] = []
+    for spec in fields:
+        value = values.get(spec.name)
+        if value in (None, "", []):
+            continue
+        if isinstance(spec, Repeating):
+            items = [summarise(spec.fields, item) for item in value]
+            lines.append({"label": spec.label, "entries": items})
+        else:
+            lines.append({"label": spec.label, "text": display_value(spec, value)})
+    return lines
 
 
 def display_value(spec: Field, value: Any) -> str:

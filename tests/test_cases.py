@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from httpx import AsyncClient
@@ -361,3 +362,64 @@ async def test_references_are_unique_under_concurrency(settings) -> None:
 async def test_staff_cannot_start_requests(client: AsyncClient) -> None:
     await sign_in(client, await make_person("doctor", "nope-doc@example.com"))
     assert (await client.get("/requests/new")).status_code == 403
+
+
+async def test_old_cases_still_read_correctly_after_the_form_changes(client, app) -> None:
+    await sign_in(client, await make_person("patient", "old@example.com"))
+    uid = await start(client)
+    await fill_all_steps(client, uid)
+    await post_form(client, f"/requests/{uid}/submit")
+
+    # The plugin ships version 4: the "site" question is gone and "diagnosis" is relabelled.
+    fields = tuple(
+        Text(name="diagnosis", label="Current diagnosis", required=True)
+        if f.name == "diagnosis"
+        else f
+        for f in DERMATOLOGY.intake.fields
+        if f.name != "site"
+    )
+    newer = dataclasses.replace(DERMATOLOGY, intake=Form(version=4, fields=fields))
+
+    class UpgradedPlugin:
+        @hookimpl
+        def consilium_specialties(self) -> list[Specialty]:
+            return [newer]
+
+    manager = app.state.plugins.manager
+    manager.unregister(name="dermatology-test")
+    manager.register(UpgradedPlugin(), name="dermatology-v4")
+    assert app.state.plugins.specialty("dermatology").intake.version == 4
+
+    answers = cases.answers_of(await cases.get_case(uid))
+    assert answers.version == 3
+    page = (await client.get(f"/cases/{uid}")).text
+    assert "Where on the body" in page and "Arm" in page  # dropped field, old label, in words
+    assert "Diagnosis you were given" in page and "Current diagnosis" not in page
+
+
+async def test_free_text_is_escaped_on_every_case_page(client) -> None:
+    xss = "<script>alert(1)</script>"
+    await sign_in(client, await make_person("patient", "xss-case@example.com"))
+    uid = await start(client)
+    await fill_all_steps(client, uid, child=True)
+    await post_form(
+        client,
+        f"/requests/{uid}/subject",
+        {
+            "subject_kind": "dependant",
+            "subject_name": xss,
+            "subject_birth_date": "2018-03-02",
+            "subject_sex": "male",
+            "subject_relationship": "parent",
+            "guardian_declared": "yes",
+        },
+    )
+    await post_form(client, f"/requests/{uid}/intake", {**GOOD_INTAKE, "diagnosis": xss})
+    await post_form(client, f"/requests/{uid}/questions", {"question_1": xss})
+    for path in (f"/requests/{uid}/review", f"/requests/{uid}/subject", f"/requests/{uid}/intake"):
+        text = (await client.get(path)).text
+        assert xss not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
+    await post_form(client, f"/requests/{uid}/submit")
+    for path in (f"/cases/{uid}", "/dashboard"):
+        text = (await client.get(path)).text
+        assert xss not in text and "&lt;script&gt;" in text, path

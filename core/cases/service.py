@@ -272,7 +272,7 @@ async def save_intake(
     await autosave(case, "intake", raw)
     values, errors = check_intake(case, specialty, plugins, raw)
     if not errors:
-        answers = StoredAnswers(version=specialty.intake.version, values=values)
+        answers = StoredAnswers.capture(specialty.intake, values)
         await Case.update({Case.intake: json.dumps(answers.as_json())}).where(Case.id == case.id)
     return errors
 
