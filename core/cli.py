@@ -203,13 +203,15 @@ def seed_demo() -> None:
         click.echo(f"  {role:<12} {email:<40} {password}")
 
 
-def _attach_optional_groups() -> None:
+def _attach_subcommands() -> None:
     from core.audit.cli import audit
+    from core.scaffold import new_plugin
 
     main.add_command(audit)
+    main.add_command(new_plugin, name="new-plugin")
 
 
-_attach_optional_groups()
+_attach_subcommands()
 
 if __name__ == "__main__":
     sys.exit(main())

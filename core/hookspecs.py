@@ -6,12 +6,13 @@ signature, in docs/plugins.md and tested by a `test_hook_<name>` test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, BinaryIO
 
 import pluggy
 
-from core.specialty import Assets, Specialty
+from core.specialty import Assets, DocumentFacts, Specialty
 
 PROJECT = "consilium"
 
@@ -38,4 +39,17 @@ def consilium_validate_intake(
 @hookspec
 def consilium_assets() -> Assets | None:
     """Return the template and static folders this plugin contributes, or None."""
+    raise NotImplementedError
+
+
+@hookspec
+def consilium_inspect_document(
+    specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
+) -> DocumentFacts | None:
+    """Read one uploaded document of a case of `specialty`, after its content was sniffed.
+    `kind` is a `DocumentKind` value; each file inside a ZIP is inspected on its own.
+    `open_file()` returns a new binary, seekable file object with the (decrypted) content: close
+    what you open. Return what you found (facts, flags, the checklist item it satisfies) or None.
+    Called for every specialty and every document: return None at once for what is not yours.
+    Blocking: core calls it in a worker thread."""
     raise NotImplementedError

@@ -51,11 +51,12 @@ class PluginHost:
             try:
                 module = entry.load()
                 manager.register(module, name=name)
+                manager.check_pending()  # a misspelt hook is this plugin's fault: skip it alone
                 info.hooks = [impl.name for impl in manager.get_hookcallers(module) or []]
             except Exception as exc:  # a broken plugin must not take the service down
                 info.error = f"{type(exc).__name__}: {exc}"
                 log.error("plugin %s skipped: %s", name, info.error)
-                if manager.is_registered(name=name):
+                if manager.get_plugin(name) is not None:
                     manager.unregister(name=name)
             infos.append(info)
         for name, plugin in extra or []:

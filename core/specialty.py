@@ -30,6 +30,7 @@ __all__ = [
     "Assets",
     "Choice",
     "DateField",
+    "DocumentFacts",
     "DocumentKind",
     "Field",
     "Form",
@@ -87,6 +88,15 @@ class Assets:
     name: str
     templates: Path | None = None
     static: Path | None = None
+
+
+@dataclass(frozen=True)
+class DocumentFacts:
+    """What a plugin learned by reading one uploaded document (`consilium_inspect_document`)."""
+
+    checklist_item: str | None = None  # key of the RequiredDocument this document satisfies
+    flags: tuple[str, ...] = ()  # short plain-language notes for the coordinator
+    facts: dict[str, str] = field(default_factory=dict)  # e.g. {"modality": "CT"}
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from core.hookspecs import hookimpl
-from core.specialty import Assets, Specialty
+from core.specialty import Assets, DocumentFacts, DocumentKind, Specialty
 
+from .dicom import read_dicom
 from .rules import check_intake
 from .specialty import SPECIALTY
 
@@ -32,3 +34,18 @@ def consilium_validate_intake(
 @hookimpl
 def consilium_assets() -> Assets:
     return Assets(name=SPECIALTY.slug, templates=Path(__file__).parent / "templates")
+
+
+@hookimpl
+def consilium_inspect_document(
+    specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
+) -> DocumentFacts | None:
+    if specialty.slug != SPECIALTY.slug or kind != DocumentKind.DICOM:
+        return None
+    with open_file() as fileobj:
+        reading = read_dicom(fileobj)
+    if reading.facts is not None:
+        return DocumentFacts(checklist_item="images", facts=reading.facts.as_dict())
+    if reading.directory:
+        return None  # a DICOMDIR (a CD's table of contents): neither an image nor a fault
+    return DocumentFacts(flags=("malformed DICOM",), facts={"problem": reading.reason or ""})

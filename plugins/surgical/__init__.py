@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from core.hookspecs import hookimpl
-from core.specialty import Assets, Specialty
+from core.specialty import Assets, DocumentFacts, Specialty
 
 from .rules import check_intake
 from .specialty import SPECIALTY
@@ -32,3 +33,10 @@ def consilium_validate_intake(
 @hookimpl
 def consilium_assets() -> Assets:
     return Assets(name=SPECIALTY.slug, templates=Path(__file__).parent / "templates")
+
+
+@hookimpl
+def consilium_inspect_document(
+    specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
+) -> DocumentFacts | None:
+    return None  # no specialty-specific reading of documents
