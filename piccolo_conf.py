@@ -16,5 +16,6 @@ APP_REGISTRY = AppRegistry(
         "core.audit.piccolo_app",
         "core.notifications.piccolo_app",
         "core.cases.piccolo_app",
+        "core.documents.piccolo_app",
     ]
 )

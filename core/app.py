@@ -24,7 +24,7 @@ from litestar.template.config import TemplateConfig
 
 from core import db
 from core.accounts import passwords
-from core.errors import exception_handlers
+from core.errors import exception_handlers, render_error
 from core.plugins import PluginHost
 from core.security import (
     CurrentUserMiddleware,
@@ -73,6 +73,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from core.admin.routes import ROUTES as ADMIN_ROUTES
     from core.audit.routes import ROUTES as AUDIT_ROUTES
     from core.cases.routes import ROUTES as CASE_ROUTES
+    from core.documents.routes import ROUTES as DOCUMENT_ROUTES
+    from core.documents.service import Records, UploadRefused
     from core.notifications.worker import OutboxWorker
     from core.pages import ROUTES as PAGE_ROUTES
 
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     passwords.configure_concurrency(settings.password_hash_concurrency)
     plugins = PluginHost.load(settings)
     worker = OutboxWorker(settings)
+    records = Records.open(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -91,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             await worker.stop()
+            await records.store.aclose()
             await db.close_pool()
 
     static_routers = [
@@ -105,6 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *ADMIN_ROUTES,
             *AUDIT_ROUTES,
             *CASE_ROUTES,
+            *DOCUMENT_ROUTES,
             *static_routers,
         ],
         lifespan=[lifespan],
@@ -131,7 +136,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         allowed_hosts=AllowedHostsConfig(allowed_hosts=settings.hosts),
         before_send=[security_headers(settings)],
-        exception_handlers=exception_handlers(),
+        exception_handlers={
+            **exception_handlers(),
+            UploadRefused: lambda request, exc: render_error(request, exc.status, exc.message),
+        },
         request_max_body_size=settings.max_request_bytes,
         logging_config=LoggingConfig(
             configure_root_logger=False,
@@ -142,5 +150,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.settings = settings
     app.state.plugins = plugins
     app.state.outbox = worker
+    app.state.records = records
     logging.getLogger("consilium").debug("app created")
     return app

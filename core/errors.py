@@ -28,6 +28,8 @@ MESSAGES = {
     ),
     405: ("Not allowed", "That action is not possible on this page."),
     413: ("Too large", "What you sent is larger than we accept."),
+    409: ("Not possible now", "This cannot be done at the moment."),
+    415: ("File not accepted", "This kind of file cannot be uploaded."),
     429: ("Too many attempts", "Please wait a minute and try again."),
     500: (
         "Something went wrong on our side",
@@ -36,9 +38,9 @@ MESSAGES = {
 }
 
 
-def _render(request: Request, status: int, detail: str | None = None) -> Response:
+def render_error(request: Request, status: int, detail: str | None = None) -> Response:
     title, text = MESSAGES.get(status, MESSAGES[500] if status >= 500 else MESSAGES[400])
-    if request.headers.get("hx-request"):
+    if request.headers.get("hx-request") or request.headers.get("x-upload-client"):
         # htmx swaps only 2xx by default; say it in a way the page's live region can show.
         return Response(content=detail or text, status_code=status, media_type="text/plain")
     return Template(
@@ -57,12 +59,12 @@ def http_exception(request: Request, exc: HTTPException) -> Response:
     detail = exc.detail if isinstance(exc, ShownError) else None
     if status == 403 and "CSRF" in str(exc.detail):
         detail = "This form had expired. Please go back, reload the page and try again."
-    return _render(request, status, detail)
+    return render_error(request, status, detail)
 
 
 def internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    return _render(request, HTTP_500_INTERNAL_SERVER_ERROR)
+    return render_error(request, HTTP_500_INTERNAL_SERVER_ERROR)
 
 
 def exception_handlers() -> dict:

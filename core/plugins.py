@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import BinaryIO
 
 import pluggy
 from jinja2 import BaseLoader, FileSystemLoader
@@ -18,7 +20,7 @@ from litestar.static_files import create_static_files_router
 
 from core import hookspecs
 from core.settings import Settings
-from core.specialty import Assets, Specialty
+from core.specialty import Assets, DocumentFacts, Specialty
 
 log = logging.getLogger("consilium.plugins")
 
@@ -88,6 +90,20 @@ class PluginHost:
             for name, message in (result or {}).items():
                 errors.setdefault(name, message)
         return errors
+
+    def inspect_document(
+        self, specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
+    ) -> DocumentFacts | None:
+        """The first plugin's findings about one document. Blocking: call it in a thread. A
+        plugin that fails is logged (type only: its message could quote the file) and ignored."""
+        try:
+            results = self.manager.hook.consilium_inspect_document(
+                specialty=specialty, kind=kind, open_file=open_file
+            )
+        except Exception as exc:
+            log.error("consilium_inspect_document failed: %s", type(exc).__name__)
+            return DocumentFacts(flags=("could not be read automatically",))
+        return next((r for r in results if r is not None), None)
 
     def assets(self) -> list[Assets]:
         return [a for a in self.manager.hook.consilium_assets() if a is not None]

@@ -102,6 +102,28 @@ class Settings(BaseSettings):
     password_hash_concurrency: int = Field(
         4, ge=1, description="Password hashes computed at once (each holds 64 MiB)."
     )
+    documents_backend: Literal["local", "s3"] = Field(
+        "local", description="Where sealed records are kept: `local` (var/documents) or `s3`."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL.")
+    s3_bucket: str = Field("consilium-documents", description="S3 bucket for sealed records.")
+    s3_access_key: str | None = Field(None, description="S3 access key.")
+    s3_secret_key: str | None = Field(None, description="S3 secret key.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    master_keys: str | None = Field(
+        None,
+        description='Master keys as JSON `{"current": id, "keys": {id: base64}}` (from a secret '
+        "store). Empty: a keyring file var/keyring.json (0600), created on first run.",
+    )
+    max_file_bytes: int = Field(
+        4 * 1024**3, ge=1024, description="Largest single upload (a whole ZIP counts as one)."
+    )
+    max_case_bytes: int = Field(
+        10 * 1024**3, ge=1024, description="Most record bytes one case may hold."
+    )
+    max_user_bytes: int = Field(
+        20 * 1024**3, ge=1024, description="Most record bytes one account may upload in all."
+    )
     plugins_allowlist: list[str] | None = Field(
         None,
         description="Names of the `consilium` entry points to load (JSON list). Empty: all.",

@@ -55,6 +55,7 @@ NOTICES: dict[str, tuple[str, str]] = {
         "success",
         "Your request is submitted. Next: upload your records and pay the fee.",
     ),
+    "records-uploaded": ("success", "Your files are uploaded and stored encrypted."),
     "request-cancelled": ("info", "The request is cancelled."),
     "cannot-cancel": ("error", "This request can no longer be cancelled. Please contact us."),
 }
@@ -79,6 +80,7 @@ def install_template_helpers(environment: Environment, settings: Settings) -> No
     environment.globals["controlling_names"] = controlling_names
     environment.globals["condition_text"] = condition_text
     environment.globals["site"] = settings
+    environment.globals["filesize"] = filesize
 
 
 def client_ip(request: Request) -> str | None:
@@ -109,3 +111,10 @@ def safe_next(value: str | None, default: str = "/dashboard") -> str:
 async def form_data(request: Request) -> dict[str, str]:
     form = await request.form()
     return {key: str(value) for key, value in form.items()}
+
+
+def filesize(size: int) -> str:
+    for unit, step in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= step:
+            return f"{size / step:,.1f} {unit}"
+    return f"{size} bytes"

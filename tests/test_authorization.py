@@ -16,6 +16,7 @@ from litestar import Litestar
 from core import db
 from core.app import create_app
 from core.cases import service as cases
+from core.documents.service import store_upload
 from core.settings import Settings
 from tests.conftest import make_settings, open_client
 from tests.support import make_person, post_form, sign_in
@@ -95,6 +96,19 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/requests/{uid:str}/submit"): owner_only(400, anonymous=401),
     ("POST", "/requests/{uid:str}/cancel"): owner_only(303, anonymous=401),
     ("GET", "/cases/{uid:str}"): owner_only(200),
+    # Records: the owner, coordinators and admins read them; an unassigned doctor gets 404.
+    ("POST", "/cases/{uid:str}/documents"): {
+        **owner_only(400, anonymous=401),  # an empty form: "Please choose a file"
+        "doctor": 404,
+        "coordinator": 409,  # may read, but only the patient adds records
+        "admin": 409,
+    },
+    ("GET", "/cases/{uid:str}/documents/{doc:str}"): {
+        **owner_only(200),
+        "doctor": 404,
+        "coordinator": 200,
+        "admin": 200,
+    },
 }
 
 
@@ -119,6 +133,7 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("{token:str}", "no-such-token-" + "x" * 30)
         .replace("/requests/{uid:str}", "/requests/" + ids["case"])
         .replace("/cases/{uid:str}", "/cases/" + ids["case"])
+        .replace("{doc:str}", ids["document"])
         .replace("{step:str}", "subject")
         .replace("{uid:str}", ids["staff"])
     )
@@ -130,6 +145,10 @@ def settings(tmp_path, database_url) -> Settings:
     result = make_settings(tmp_path, database_url, login_rate_per_minute=10_000)
     db.configure_database(result)
     return result
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 @pytest.fixture
@@ -144,7 +163,15 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
     target = await make_person("doctor", "matrix-target@example.com")
     general = running_app.state.plugins.specialty("general")
     case = await cases.start_request(people["patient"].user, general, ip=None)
-    clients: dict = {"_ids": {"staff": str(target.user.uid), "case": str(case.uid)}}
+    document = await store_upload(
+        running_app.state.records,
+        case,
+        filename="letter.pdf",
+        chunks=_chunks(b"%PDF-1.7\n" + b"x" * 2048),
+        uploader=people["patient"].user,
+    )
+    ids = {"staff": str(target.user.uid), "case": str(case.uid), "document": str(document.uid)}
+    clients: dict = {"_ids": ids}
     for name in VISITORS:
         client = open_client(running_app)
         if name in people:

@@ -18,6 +18,7 @@ from litestar.response import Redirect, Response, Template
 from core.cases import service as cases
 from core.cases import states
 from core.cases.tables import Case
+from core.documents import service as documents
 from core.forms import MappingFormData, visible_names
 from core.security import PATIENT, role_guard
 from core.specialty import Specialty
@@ -272,6 +273,8 @@ class CaseController(Controller):
             events=await cases.timeline(case),
             answers=cases.answers_of(case),
             questions=cases.questions_of(case),
+            documents=await documents.documents_of(case),
+            can_upload=case.status in ("draft", "submitted", "received"),
         )
 
 

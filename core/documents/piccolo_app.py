@@ -1,0 +1,13 @@
+import os
+
+from piccolo.conf.apps import AppConfig
+
+from core.documents.tables import Document, ProviderLink
+
+APP_CONFIG = AppConfig(
+    app_name="documents",
+    migrations_folder_path=os.path.join(os.path.dirname(__file__), "piccolo_migrations"),
+    table_classes=[ProviderLink, Document],
+    migration_dependencies=["core.cases.piccolo_app"],
+    commands=[],
+)

@@ -1,0 +1,184 @@
+"""Uploading and downloading records. Thin: sealing, limits and access rules live in service.
+
+The upload route reads the raw request stream and parses the multipart body itself, so file
+bytes go straight into the sealer: Litestar's UploadFile would spool parts over 1 MiB to a
+plaintext temp file. It is excluded from Litestar's CSRF middleware (which would parse the whole
+body first) and checks the token itself: from the `x-csrftoken` header (htmx, upload.js), or from
+the form's first field, before any file byte is accepted (a plain form without JavaScript).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from hashlib import sha256
+
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import FromPath
+from litestar.response import Redirect, Response, Stream
+from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
+
+from core.cases import service as cases
+from core.cases.tables import Case
+from core.documents import service as documents
+from core.documents.content import content_disposition
+from core.documents.tables import Document
+from core.errors import ShownError
+from core.security import record_denied, signed_in
+from core.web import client_ip, redirect
+
+MAX_FILES_PER_REQUEST = 50
+
+
+def csrf_matches(request: Request, token: str) -> bool:
+    """The same check Litestar's CSRF middleware makes: both tokens carry a valid HMAC of the
+    same secret part (double-submit cookie, signed with the app's CSRF key)."""
+    config = request.app.csrf_config
+    cookie = request.cookies.get(config.cookie_name) if config else None
+    if not config or not cookie or not token:
+        return False
+
+    def secret_part(value: str) -> str | None:
+        body, mac = value[:64], value[64:]
+        expected = hmac.new(config.secret.encode(), body.encode(), sha256).hexdigest()
+        return body if hmac.compare_digest(mac, expected) else None
+
+    mine, theirs = secret_part(token), secret_part(cookie)
+    return mine is not None and theirs is not None and hmac.compare_digest(mine, theirs)
+
+
+class MultipartStream:
+    """Parts of a multipart body, parsed as it arrives (bounded memory, nothing on disk)."""
+
+    def __init__(self, request: Request) -> None:
+        _, options = parse_options_header(request.headers.get("content-type", ""))
+        if "boundary" not in options:
+            raise ShownError(detail="Please choose a file and send the form again.")
+        self._parser = PushMultipartParser(
+            options["boundary"], max_segment_count=MAX_FILES_PER_REQUEST + 5
+        )
+        self._events = self._parse(request)
+        self._in_body = False
+
+    async def _parse(self, request: Request) -> AsyncIterator[object]:
+        try:
+            async for chunk in request.stream():
+                if chunk:
+                    for event in self._parser.parse(chunk):
+                        yield event
+            for event in self._parser.parse(b""):
+                yield event
+        except ParserError:
+            raise ShownError(
+                detail="The upload was cut short or malformed. Please try again."
+            ) from None
+
+    async def next_part(self) -> MultipartSegment | None:
+        if self._in_body:
+            async for _ in self.body():
+                pass
+        async for event in self._events:
+            if isinstance(event, MultipartSegment):
+                self._in_body = True
+                return event
+        return None
+
+    async def body(self) -> AsyncIterator[bytes]:
+        async for event in self._events:
+            if event is None:
+                self._in_body = False
+                return
+            yield event  # type: ignore[misc]
+
+    async def text(self, limit: int = 4096) -> str:
+        data = bytearray()
+        async for chunk in self.body():
+            data += chunk
+            if len(data) > limit:
+                raise ShownError(detail="A form field was too long.")
+        return data.decode("utf-8", "replace")
+
+
+async def _readable_case(request: Request, uid: str) -> Case:
+    try:
+        case = await cases.get_case(uid)
+    except cases.CaseNotFound:
+        case = None
+    if case is None or not documents.may_read(request.user, case):
+        await record_denied(request, reason="not_owner_or_missing")
+        raise NotFoundException()
+    return case
+
+
+class DocumentController(Controller):
+    path = "/cases/{uid:str}/documents"
+    guards = [signed_in]
+
+    @post("/", opt={"exclude_from_csrf": True}, request_max_body_size=None)
+    async def upload(self, request: Request, uid: FromPath[str]) -> Response | Redirect:
+        records: documents.Records = request.app.state.records
+        header_token = request.headers.get("x-csrftoken", "")
+        if header_token and not csrf_matches(request, header_token):
+            raise PermissionDeniedException("CSRF token verification failed")
+        case = await _readable_case(request, uid)
+        if request.user.role != "patient" or case.status not in ("draft", "submitted", "received"):
+            raise ShownError(status_code=409, detail="Records can no longer be added to this case.")
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > records.settings.max_file_bytes * MAX_FILES_PER_REQUEST:
+            raise documents.UploadRefused(413, "This upload is too large.")
+        form = MultipartStream(request)
+        checked = bool(header_token)
+        checklist_item, stored = None, 0
+        specialty = request.app.state.plugins.specialty(case.specialty)
+        while (part := await form.next_part()) is not None:
+            if part.name == "_csrf_token":
+                checked = csrf_matches(request, await form.text())
+            if not checked:  # no file byte is read before the token is verified
+                raise PermissionDeniedException("CSRF token verification failed")
+            if part.name == "checklist_item":
+                value = (await form.text(100)).strip()
+                keys = {d.key for d in specialty.required_documents} if specialty else set()
+                checklist_item = value if value in keys else None
+            elif part.name == "file" and part.filename:
+                await documents.store_upload(
+                    records,
+                    case,
+                    filename=part.filename,
+                    chunks=form.body(),
+                    uploader=request.user,
+                    checklist_item=checklist_item,
+                    plugins=request.app.state.plugins,
+                    specialty=specialty,
+                    ip=client_ip(request),
+                )
+                stored += 1
+        if not stored:
+            raise ShownError(detail="Please choose a file to upload.")
+        if request.headers.get("hx-request") or request.headers.get("x-upload-client"):
+            return Response(f"{stored} file(s) uploaded", media_type="text/plain")
+        return redirect(f"/cases/{case.uid}", "records-uploaded")
+
+    @get("/{doc:str}")
+    async def download(self, request: Request, uid: FromPath[str], doc: FromPath[str]) -> Stream:
+        records: documents.Records = request.app.state.records
+        case = await _readable_case(request, uid)
+        try:
+            document: Document = await documents.get_document(case, doc)
+        except documents.DocumentNotFound:
+            raise NotFoundException() from None
+        await documents.record_access(
+            request.user, case, document, "download", ip=client_ip(request)
+        )
+        return Stream(
+            documents.plaintext(records, document),
+            media_type="application/octet-stream",
+            headers={
+                "content-disposition": content_disposition(document.display_name),
+                "content-length": str(document.size),
+                "x-content-type-options": "nosniff",
+            },
+        )
+
+
+ROUTES = [DocumentController]

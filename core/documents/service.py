@@ -1,0 +1,330 @@
+"""Medical records: sealed as they stream in, read back only by who may, every read audited.
+
+An upload is sniffed from its first bytes, sealed segment by segment with a fresh data key and
+written to the object store; the database row says `complete` only after the store committed.
+Nothing is buffered whole and no plaintext touches a disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+from core import db
+from core.accounts.tables import User
+from core.audit import service as audit
+from core.cases.tables import Case
+from core.documents.content import HEAD_BYTES, display_name, neutralise_dicom_preamble, sniff
+from core.documents.keyring import Keyring
+from core.documents.sealing import (
+    DEFAULT_SEGMENT_SIZE,
+    IntegrityError,
+    Opener,
+    SealedReader,
+    Sealer,
+    new_data_key,
+    new_file_id,
+)
+from core.documents.storage import LocalStore, ObjectStore, S3Store
+from core.documents.tables import Document
+from core.plugins import PluginHost
+from core.security import ADMIN, COORDINATOR, DOCTOR, PATIENT
+from core.settings import Settings
+from core.specialty import Specialty
+
+COMPLETE, UPLOADING, FAILED = "complete", "uploading", "failed"
+
+
+class UploadRefused(Exception):
+    """The upload cannot be accepted; `message` says why, for the person; nothing is kept."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DocumentNotFound(Exception):
+    """No such document for this person (it may exist, but they may not read it)."""
+
+
+@dataclass
+class Records:
+    """Where records live for one running app: the object store and the master keys."""
+
+    store: ObjectStore
+    keyring: Keyring
+    settings: Settings
+
+    @classmethod
+    def open(cls, settings: Settings) -> Records:
+        if settings.master_keys:
+            keyring = Keyring.from_env(settings.master_keys)
+        else:
+            keyring = Keyring.load_or_create(settings.var_dir / "keyring.json")
+        store: ObjectStore
+        if settings.documents_backend == "s3":
+            store = S3Store(
+                endpoint_url=settings.s3_endpoint_url,
+                bucket=settings.s3_bucket,
+                access_key=settings.s3_access_key,
+                secret_key=settings.s3_secret_key,
+                region=settings.s3_region,
+            )
+        else:
+            store = LocalStore(settings.var_dir / "documents")
+        return cls(store=store, keyring=keyring, settings=settings)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# Who may read -----------------------------------------------------------------------------------
+
+
+def may_read(user: User, case: Case) -> bool:
+    """The owning patient, coordinators and admins; the assigned doctor once assignment exists
+    (the triage issue adds it: until then no doctor is assigned to anything)."""
+    if user.role == PATIENT:
+        return case.patient == user.id
+    if user.role in (COORDINATOR, ADMIN):
+        return True
+    if user.role == DOCTOR:
+        return getattr(case, "assigned_doctor", None) == user.id
+    return False
+
+
+async def documents_of(case: Case) -> list[Document]:
+    return (
+        await Document.objects()
+        .where((Document.case == case.id) & (Document.status == COMPLETE))
+        .order_by(Document.created_at)
+    )
+
+
+async def get_document(case: Case, uid: str) -> Document:
+    try:
+        parsed = uuid.UUID(uid)
+    except ValueError:
+        raise DocumentNotFound from None
+    doc = (
+        await Document.objects()
+        .where(
+            (Document.uid == parsed) & (Document.case == case.id) & (Document.status == COMPLETE)
+        )
+        .first()
+    )
+    if doc is None:
+        raise DocumentNotFound
+    return doc
+
+
+# Writing ----------------------------------------------------------------------------------------
+
+
+async def _used_bytes(*, case: Case | None = None, user: User | None = None) -> int:
+    query = Document.select(Document.size).where(Document.status == COMPLETE)
+    if case is not None:
+        query = query.where(Document.case == case.id)
+    if user is not None:
+        query = query.where(Document.uploaded_by == user.id)
+    return sum(row["size"] for row in await query)
+
+
+async def _limit_for(records: Records, case: Case, user: User | None) -> int:
+    settings = records.settings
+    limit = min(settings.max_file_bytes, settings.max_case_bytes - await _used_bytes(case=case))
+    if user is not None:
+        limit = min(limit, settings.max_user_bytes - await _used_bytes(user=user))
+    return limit
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:,.0f} MB" if size >= 1024**2 else f"{size / 1024:,.0f} KB"
+
+
+async def _take_head(chunks: AsyncIterator[bytes]) -> tuple[bytearray, bool]:
+    """The first HEAD_BYTES (fewer for a tiny file), and whether the stream has ended."""
+    head = bytearray()
+    while len(head) < HEAD_BYTES:
+        try:
+            head += await anext(chunks)
+        except StopAsyncIteration:
+            return head, True
+    return head, False
+
+
+async def store_upload(
+    records: Records,
+    case: Case,
+    *,
+    filename: str,
+    chunks: AsyncIterator[bytes],
+    uploader: User | None,
+    source: str = "patient",
+    provider_link_id: int | None = None,
+    checklist_item: str | None = None,
+    plugins: PluginHost | None = None,
+    specialty: Specialty | None = None,
+    ip: str | None = None,
+) -> Document:
+    """Seal and store one upload as it arrives. Raises UploadRefused (and keeps nothing) for a
+    refused kind or a limit; the limit is enforced while streaming, whatever the headers said."""
+    limit = await _limit_for(records, case, uploader)
+    if limit <= 0:
+        raise UploadRefused(413, "This case has no room for more files. Please contact us.")
+    head, _ = await _take_head(chunks)
+    too_large = UploadRefused(
+        413, f"This file is too large. The most we accept here is {_mib(limit)}."
+    )
+    if len(head) > limit:  # the first network chunk can hold a whole small file
+        raise too_large
+    sniffed = sniff(bytes(head[:HEAD_BYTES]))
+    if not sniffed.accepted:
+        raise UploadRefused(415, sniffed.refusal or "This kind of file cannot be uploaded.")
+    flags: list[str] = []
+    if sniffed.kind == "dicom" and neutralise_dicom_preamble(head):
+        flags.append("DICOM preamble held a program header and was cleared")
+
+    data_key, file_id = new_data_key(), new_file_id()
+    key_id, wrapped = records.keyring.wrap(data_key, file_id=file_id)
+    doc = Document(
+        case=case.id,
+        storage_key=secrets.token_hex(16),
+        display_name=display_name(filename),
+        media_type=sniffed.media_type or "",
+        kind=sniffed.kind or "",
+        status=UPLOADING,
+        segment_size=DEFAULT_SEGMENT_SIZE,
+        file_id=file_id.hex(),
+        key_id=key_id,
+        wrapped_key=base64.b64encode(wrapped).decode(),
+        checklist_item=checklist_item,
+        source=source,
+        uploaded_by=uploader.id if uploader else None,
+        provider_link=provider_link_id,
+        flags=json.dumps(flags),
+    )
+    await Document.insert(doc)
+    sealer = Sealer(data_key, file_id, DEFAULT_SEGMENT_SIZE)
+    try:
+        async with records.store.open_write(doc.storage_key) as writer:
+            for piece in sealer.update(head):
+                await writer.write(piece)
+            async for chunk in chunks:
+                if sealer.plaintext_size + len(chunk) > limit:
+                    raise too_large
+                for piece in sealer.update(chunk):
+                    await writer.write(piece)
+            await writer.write(sealer.finalize())
+    except BaseException:
+        await Document.delete().where(Document.id == doc.id)
+        raise
+    async with db.transaction():
+        await Document.update(
+            {
+                Document.status: COMPLETE,
+                Document.size: sealer.plaintext_size,
+                Document.sha256: sealer.sha256_hex(),
+                Document.completed_at: now(),
+            }
+        ).where(Document.id == doc.id)
+        await audit.record(
+            "document.upload",
+            actor=uploader,
+            object_type="document",
+            object_id=str(doc.uid),
+            case_id=str(case.uid),
+            ip=ip,
+            details={"kind": doc.kind, "source": source, "bytes": sealer.plaintext_size},
+        )
+    doc.status, doc.size, doc.sha256 = COMPLETE, sealer.plaintext_size, sealer.sha256_hex()
+    if plugins is not None and specialty is not None:
+        await inspect(records, doc, plugins, specialty)
+    return doc
+
+
+# Reading ----------------------------------------------------------------------------------------
+
+
+def _data_key(records: Records, doc: Document) -> tuple[bytes, bytes]:
+    file_id = bytes.fromhex(doc.file_id)
+    wrapped = base64.b64decode(doc.wrapped_key)
+    return records.keyring.unwrap(doc.key_id, wrapped, file_id=file_id), file_id
+
+
+async def plaintext(records: Records, doc: Document) -> AsyncIterator[bytes]:
+    """The document's bytes, authenticated segment by segment and checked against its SHA-256.
+
+    Raises IntegrityError part-way when a segment fails: a response streaming this must then
+    be cut off, never finished as if it were complete.
+    """
+    data_key, file_id = _data_key(records, doc)
+    opener = Opener(data_key, file_id, compute_sha256=True)
+    async with aclosing(records.store.read(doc.storage_key)) as sealed:
+        async for chunk in sealed:
+            for piece in opener.update(chunk):
+                yield piece
+    last = opener.finalize()
+    if last:
+        yield last
+    if opener.sha256_hex() != doc.sha256:
+        raise IntegrityError("content does not match the SHA-256 recorded at upload")
+
+
+def sync_reader(records: Records, doc: Document, loop: asyncio.AbstractEventLoop) -> BinaryIO:
+    """A seekable, decrypting file object for code that runs in a worker thread (pydicom,
+    zipfile); it reads ranges from the store through the app's event loop."""
+    data_key, file_id = _data_key(records, doc)
+
+    def read_range(start: int, length: int) -> bytes:
+        future = asyncio.run_coroutine_threadsafe(
+            records.store.read_range(doc.storage_key, start, length), loop
+        )
+        return future.result()
+
+    return SealedReader(read_range, data_key, file_id, doc.size)  # type: ignore[return-value]
+
+
+async def record_access(
+    user: User, case: Case, doc: Document, action: str, *, ip: str | None
+) -> None:
+    await audit.record(
+        f"document.{action}",
+        actor=user,
+        object_type="document",
+        object_id=str(doc.uid),
+        case_id=str(case.uid),
+        ip=ip,
+    )
+
+
+# What plugins read from a document --------------------------------------------------------------
+
+
+async def inspect(
+    records: Records, doc: Document, plugins: PluginHost, specialty: Specialty
+) -> None:
+    loop = asyncio.get_running_loop()
+    opener: Callable[[], BinaryIO] = lambda: sync_reader(records, doc, loop)  # noqa: E731
+    found = await asyncio.to_thread(plugins.inspect_document, specialty, doc.kind, opener)
+    if not found:
+        return
+    values: dict[Any, Any] = {}
+    if found.facts:
+        values[Document.facts] = json.dumps(found.facts)
+    if found.flags:
+        values[Document.flags] = json.dumps([*json.loads(doc.flags or "[]"), *found.flags])
+    if found.checklist_item and not doc.checklist_item:
+        values[Document.checklist_item] = found.checklist_item
+    if values:
+        await Document.update(values).where(Document.id == doc.id)

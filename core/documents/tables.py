@@ -1,0 +1,59 @@
+from piccolo.columns import (
+    JSON,
+    UUID,
+    BigInt,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+from core.accounts.tables import User
+from core.cases.tables import Case
+
+
+class ProviderLink(Table, tablename="document_provider_link"):
+    """A secure, expiring upload link a patient sends to their own doctor or hospital."""
+
+    uid = UUID(unique=True, index=True)
+    case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
+    created_by = ForeignKey(User, on_delete=OnDelete.restrict)
+    token_hash = Varchar(length=64, unique=True)  # sha256 of the token; the token is never stored
+    note = Varchar(length=300, default="")  # for the patient's own list ("Dr Aslam, City Hospital")
+    expires_at = Timestamptz()
+    max_uses = Integer(default=5)
+    uses = Integer(default=0)
+    revoked_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class Document(Table, tablename="document_document"):
+    """One uploaded file, sealed at rest. The row says `complete` only after the bytes are
+    durably stored; the wrapped data key lives here, never beside the file."""
+
+    uid = UUID(unique=True, index=True)
+    case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
+    parent = ForeignKey("self", on_delete=OnDelete.cascade, null=True, default=None)  # a ZIP
+    storage_key = Varchar(length=64, unique=True)  # random; says nothing about the content
+    display_name = Varchar(length=200)  # sanitised, for display only
+    media_type = Varchar(length=60, default="")
+    kind = Varchar(length=12, default="")  # pdf | image | dicom | zip
+    status = Varchar(length=12, default="uploading", index=True)  # uploading | complete | failed
+    size = BigInt(default=0)  # plaintext bytes
+    sha256 = Varchar(length=64, default="")  # of the plaintext, checked on every full read
+    segment_size = Integer(default=0)
+    file_id = Varchar(length=32, default="")  # hex; bound into the header and the key wrapping
+    key_id = Varchar(length=40, default="")  # master key that wraps the data key
+    wrapped_key = Text(default="")  # base64
+    checklist_item = Varchar(length=40, null=True, default=None)
+    source = Varchar(length=12, default="patient")  # patient | provider
+    uploaded_by = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    provider_link = ForeignKey(ProviderLink, on_delete=OnDelete.set_null, null=True, default=None)
+    flags = JSON(default="[]")  # e.g. ["malformed_dicom", "preamble_zeroed"]
+    facts = JSON(default="{}")  # what a plugin read from the file (DICOM tags)
+    created_at = Timestamptz(default=TimestamptzNow())
+    completed_at = Timestamptz(null=True, default=None)

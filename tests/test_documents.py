@@ -1,0 +1,214 @@
+"""Records over HTTP: streamed, sealed, limited, read back only by who may, every read audited."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from core.audit.tables import AuditEvent
+from core.cases import service as cases
+from core.documents.tables import Document
+from tests.conftest import make_settings, open_client
+from tests.support import csrf_token, make_person, sign_in
+
+CANARY = b"CANARY-7f3a9c-patient-secret-findings"
+PDF = b"%PDF-1.7\n" + CANARY + b"\n" + os.urandom(3 * 1024 * 1024) + b"\n%%EOF\n"
+
+
+def multipart(fields: list[tuple[str, str | tuple[str, bytes, str]]]) -> tuple[bytes, str]:
+    """A multipart body with the fields in this order (browsers keep the page's order)."""
+    boundary = "----consilium-test-boundary"
+    body = bytearray()
+    for name, value in fields:
+        body += f"--{boundary}\r\n".encode()
+        if isinstance(value, tuple):
+            filename, data, media = value
+            body += (
+                (
+                    f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                    f"Content-Type: {media}\r\n\r\n"
+                ).encode()
+                + data
+                + b"\r\n"
+            )
+        else:
+            body += f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    body += f"--{boundary}--\r\n".encode()
+    return bytes(body), f"multipart/form-data; boundary={boundary}"
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    uid: str,
+    filename: str,
+    data: bytes,
+    *,
+    token_in: str = "field",
+    checklist_item: str = "",
+) -> httpx.Response:
+    token = csrf_token(client)
+    fields: list = [("_csrf_token", token)] if token_in == "field" else []
+    fields += [("checklist_item", checklist_item), ("file", (filename, data, "application/pdf"))]
+    body, content_type = multipart(fields)
+    headers = {"content-type": content_type}
+    if token_in == "header":
+        headers["x-csrftoken"] = token
+    return await client.post(f"/cases/{uid}/documents/", content=body, headers=headers)
+
+
+async def new_case(client: httpx.AsyncClient, email: str, slug: str = "general"):
+    person = await make_person("patient", email)
+    await sign_in(client, person)
+    response = await client.post(
+        "/requests/new", data={"specialty": slug}, headers={"x-csrftoken": csrf_token(client)}
+    )
+    return person, response.headers["location"].split("/")[2]
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+async def test_upload_is_sealed_and_downloads_bit_identical(client, settings) -> None:
+    _, uid = await new_case(client, "records@example.com")
+    response = await upload(
+        client, uid, "../../etc/Report <b>.pdf", PDF, checklist_item="clinic_letters"
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == f"/cases/{uid}?notice=records-uploaded"
+
+    [doc] = await Document.objects()
+    assert doc.status == "complete" and doc.kind == "pdf" and doc.size == len(PDF)
+    assert doc.sha256 == hashlib.sha256(PDF).hexdigest()
+    assert doc.display_name == "Report <b>.pdf" and doc.checklist_item == "clinic_letters"
+
+    # No plaintext anywhere on disk: not in the store, not in temp folders.
+    stored = files_under(settings.var_dir / "documents")
+    assert stored and all(CANARY not in p.read_bytes() for p in stored)
+    for folder in {Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp"))}:
+        for path in folder.glob("*"):
+            if path.is_file() and path.stat().st_size < 50 * 1024 * 1024:
+                try:
+                    assert CANARY not in path.read_bytes(), path
+                except PermissionError:
+                    pass
+
+    page = await client.get(f"/cases/{uid}")
+    assert "Report &lt;b&gt;.pdf" in page.text and "Received" in page.text
+    download = await client.get(f"/cases/{uid}/documents/{doc.uid}")
+    assert download.status_code == 200 and download.content == PDF
+    disposition = download.headers["content-disposition"]
+    assert disposition.startswith("attachment;") and "filename*=UTF-8''" in disposition
+    actions = [row["action"] for row in await AuditEvent.select(AuditEvent.action)]
+    assert "document.upload" in actions and "document.download" in actions
+
+
+async def test_upload_with_the_header_token(client) -> None:
+    _, uid = await new_case(client, "xhr@example.com")
+    response = await upload(client, uid, "scan.pdf", PDF, token_in="header")
+    assert response.status_code == 303
+    assert await Document.count() == 1
+
+
+async def test_upload_without_a_valid_token_is_refused_before_reading(client, settings) -> None:
+    _, uid = await new_case(client, "csrf@example.com")
+    body, content_type = multipart([("file", ("a.pdf", PDF, "application/pdf"))])
+    response = await client.post(
+        f"/cases/{uid}/documents/", content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 403
+    forged = await client.post(
+        f"/cases/{uid}/documents/",
+        content=body,
+        headers={"content-type": content_type, "x-csrftoken": "0" * 128},
+    )
+    assert forged.status_code == 403
+    assert await Document.count() == 0 and not files_under(settings.var_dir / "documents")
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("page.html", b"\xef\xbb\xbf  <!doctype html><script>x</script>", "Web pages"),
+        ("logo.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "Web pages"),
+        ("setup.exe", b"MZ" + b"\0" * 600, "Programs"),
+        ("notes.txt", b"just some text" * 100, "could not recognise"),
+    ],
+)
+async def test_refused_kinds_get_a_reason_and_leave_nothing(
+    client, settings, name: str, data: bytes, message: str
+) -> None:
+    _, uid = await new_case(client, f"kind-{name}@example.com")
+    response = await upload(client, uid, name, data, token_in="header")
+    assert response.status_code == 415 and message in response.text
+    assert await Document.count() == 0 and not files_under(settings.var_dir / "documents")
+
+
+async def test_size_limit_is_enforced_while_streaming(tmp_path, database_url) -> None:
+    from core.app import create_app
+    from core.db import configure_database
+
+    settings = make_settings(tmp_path, database_url, max_file_bytes=1024 * 1024)
+    configure_database(settings)
+    app = create_app(settings)
+    async with open_client(app) as client:
+        _, uid = await new_case(client, "big@example.com")
+        response = await upload(client, uid, "big.pdf", PDF, token_in="header")
+        assert response.status_code == 413 and "too large" in response.text
+    assert await Document.count() == 0
+    assert not files_under(tmp_path / "documents" / "objects")
+    assert not files_under(tmp_path / "documents" / "tmp")
+
+
+async def test_tampered_file_download_is_cut_off(client, settings) -> None:
+    _, uid = await new_case(client, "tamper@example.com")
+    await upload(client, uid, "scan.pdf", PDF, token_in="header")
+    [stored] = files_under(settings.var_dir / "documents" / "objects")
+    raw = bytearray(stored.read_bytes())
+    raw[-100] ^= 0x01  # a bit flip in the last segment
+    stored.write_bytes(bytes(raw))
+    [doc] = await Document.objects()
+    # The failure comes after the 200 started: the app raises instead of ending the body, so
+    # the server cuts the connection and the client never sees a clean, complete download.
+    with pytest.raises(Exception, match="after response started"):
+        await client.get(f"/cases/{uid}/documents/{doc.uid}")
+
+
+async def test_other_people_cannot_read_or_add_records(client, running_app) -> None:
+    _, uid = await new_case(client, "mine@example.com")
+    await upload(client, uid, "scan.pdf", PDF, token_in="header")
+    [doc] = await Document.objects()
+    async with open_client(running_app) as other:
+        await sign_in(other, await make_person("patient", "theirs@example.com"))
+        assert (await other.get(f"/cases/{uid}/documents/{doc.uid}")).status_code == 404
+        assert (await upload(other, uid, "x.pdf", PDF, token_in="header")).status_code == 404
+    async with open_client(running_app) as doctor:
+        await sign_in(doctor, await make_person("doctor", "unassigned@example.com"))
+        assert (await doctor.get(f"/cases/{uid}/documents/{doc.uid}")).status_code == 404
+    async with open_client(running_app) as coordinator:
+        await sign_in(coordinator, await make_person("coordinator", "coord-docs@example.com"))
+        got = await coordinator.get(f"/cases/{uid}/documents/{doc.uid}")
+        assert got.status_code == 200 and got.content == PDF
+    assert await Document.count() == 1
+    denied = await AuditEvent.count().where(AuditEvent.action == "access.denied")
+    assert denied >= 3
+
+
+async def test_dicom_is_read_by_the_radiology_plugin(client) -> None:
+    _, uid = await new_case(client, "ct@example.com", slug="radiology")
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    response = await upload(client, uid, "IM0001", data, token_in="header")
+    assert response.status_code == 303
+    [doc] = await Document.objects()
+    facts = doc.facts if isinstance(doc.facts, dict) else __import__("json").loads(doc.facts)
+    expected = pydicom.dcmread(get_testdata_file("CT_small.dcm"), stop_before_pixels=True)
+    assert doc.kind == "dicom" and doc.checklist_item == "images"
+    assert facts["modality"] == expected.Modality
+    case = await cases.get_case(uid)
+    assert case.specialty == "radiology"
