@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from core.admin.routes import ROUTES as ADMIN_ROUTES
     from core.audit.routes import ROUTES as AUDIT_ROUTES
     from core.cases.routes import ROUTES as CASE_ROUTES
+    from core.documents.provider_routes import ROUTES as PROVIDER_ROUTES
     from core.documents.routes import ROUTES as DOCUMENT_ROUTES
     from core.documents.service import Records, UploadRefused
     from core.notifications.worker import OutboxWorker
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *AUDIT_ROUTES,
             *CASE_ROUTES,
             *DOCUMENT_ROUTES,
+            *PROVIDER_ROUTES,
             *static_routers,
         ],
         lifespan=[lifespan],

@@ -63,7 +63,9 @@ def http_exception(request: Request, exc: HTTPException) -> Response:
 
 
 def internal_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    # The route template, not the path: a path can hold a token (upload links, resets).
+    route = request.scope.get("path_template", "?")
+    log.error("unhandled error on %s %s: %s", request.method, route, type(exc).__name__)
     return render_error(request, HTTP_500_INTERNAL_SERVER_ERROR)
 
 

@@ -1,7 +1,7 @@
 """`consilium new-plugin NAME`: write a ready-to-install specialty plugin package.
 
 The package is a working starting point: a specialty with a two-field intake form and one
-required document, the three hooks implemented, an intake introduction template and a test.
+required document, the four hooks implemented, an intake introduction template and a test.
 See docs/plugins.md for what to change next.
 """
 
@@ -171,10 +171,11 @@ Run `pytest` in this folder, in the environment where Consilium is installed.
 
 from __future__ import annotations
 
+import io
 from datetime import date
 
 from core.forms import MappingFormData
-from core.specialty import Specialty
+from core.specialty import DocumentKind, Specialty
 
 import $module as plugin
 
@@ -210,6 +211,10 @@ def test_hooks() -> None:
     assets = plugin.consilium_assets()
     assert assets.name == "$slug"
     assert (assets.templates / "$slug" / "intake_intro.html").is_file()
+
+    inspect = plugin.consilium_inspect_document
+    for specialty in (plugin.SPECIALTY, other):
+        assert inspect(specialty=specialty, kind=DocumentKind.PDF, open_file=io.BytesIO) is None
 ''')
 
 

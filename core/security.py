@@ -258,6 +258,9 @@ def security_headers(settings: Settings):
             return
         headers = MutableScopeHeaders.from_message(message)
         for name, value in fixed:
+            # A route may tighten the referrer policy (pages whose URL holds a token).
+            if name == "referrer-policy" and headers.get(name) == "no-referrer":
+                continue
             headers[name] = value
         # Pages are personal: never let a shared cache or the back button keep them.
         if not scope.get("path", "").startswith("/static/"):

@@ -55,6 +55,7 @@ NOTICES: dict[str, tuple[str, str]] = {
         "success",
         "Your request is submitted. Next: upload your records and pay the fee.",
     ),
+    "link-revoked": ("success", "The link is revoked. It no longer works."),
     "records-uploaded": ("success", "Your files are uploaded and stored encrypted."),
     "request-cancelled": ("info", "The request is cancelled."),
     "cannot-cancel": ("error", "This request can no longer be cancelled. Please contact us."),

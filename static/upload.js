@@ -26,7 +26,8 @@
       request.addEventListener("load", function () {
         if (request.status >= 200 && request.status < 300) {
           status.textContent = "Uploaded. Updating the list…";
-          window.location.assign(window.location.pathname + "?notice=records-uploaded#records");
+          var done = form.getAttribute("data-upload-done");
+          window.location.assign(done || window.location.pathname + "?notice=records-uploaded#records");
         } else {
           status.textContent = request.responseText || "The upload did not work. Please try again.";
           bar.hidden = true;

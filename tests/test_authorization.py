@@ -16,6 +16,7 @@ from litestar import Litestar
 from core import db
 from core.app import create_app
 from core.cases import service as cases
+from core.documents import links
 from core.documents.service import store_upload
 from core.settings import Settings
 from tests.conftest import make_settings, open_client
@@ -103,6 +104,12 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "coordinator": 409,  # may read, but only the patient adds records
         "admin": 409,
     },
+    # Provider links: only the owning patient manages them (an empty form makes a link with
+    # the defaults); a token that is not a live link is the same 404 for everyone.
+    ("POST", "/cases/{uid:str}/links"): owner_only(200, anonymous=401),
+    ("POST", "/cases/{uid:str}/links/{link:str}/revoke"): owner_only(303, anonymous=401),
+    ("GET", "/upload/{token:str}"): dict.fromkeys(VISITORS, 404),
+    ("POST", "/upload/{token:str}"): dict.fromkeys(VISITORS, 404),
     ("GET", "/cases/{uid:str}/documents/{doc:str}"): {
         **owner_only(200),
         "doctor": 404,
@@ -134,6 +141,7 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("/requests/{uid:str}", "/requests/" + ids["case"])
         .replace("/cases/{uid:str}", "/cases/" + ids["case"])
         .replace("{doc:str}", ids["document"])
+        .replace("{link:str}", ids["link"])
         .replace("{step:str}", "subject")
         .replace("{uid:str}", ids["staff"])
     )
@@ -170,7 +178,13 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
         chunks=_chunks(b"%PDF-1.7\n" + b"x" * 2048),
         uploader=people["patient"].user,
     )
-    ids = {"staff": str(target.user.uid), "case": str(case.uid), "document": str(document.uid)}
+    link, _ = await links.create_link(people["patient"].user, case, ip=None)
+    ids = {
+        "staff": str(target.user.uid),
+        "case": str(case.uid),
+        "document": str(document.uid),
+        "link": str(link.uid),
+    }
     clients: dict = {"_ids": ids}
     for name in VISITORS:
         client = open_client(running_app)

@@ -212,3 +212,79 @@ async def test_dicom_is_read_by_the_radiology_plugin(client) -> None:
     assert facts["modality"] == expected.Modality
     case = await cases.get_case(uid)
     assert case.specialty == "radiology"
+
+
+def dicom_series(count: int) -> list[bytes]:
+    """`count` images of one CT study, written as real DICOM Part 10 files."""
+    import io
+
+    from pydicom.uid import generate_uid
+
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    study, series = generate_uid(), generate_uid()
+    files = []
+    for number in range(1, count + 1):
+        base.StudyInstanceUID, base.SeriesInstanceUID = study, series
+        base.SOPInstanceUID = generate_uid()
+        base.file_meta.MediaStorageSOPInstanceUID = base.SOPInstanceUID
+        base.InstanceNumber = number
+        base.BodyPartExamined = "CHEST"
+        base.StudyDate = "20261002"
+        buffer = io.BytesIO()
+        base.save_as(buffer, enforce_file_format=True)
+        files.append(buffer.getvalue())
+    return files
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+async def test_zipped_study_is_unpacked_and_summarised(client, settings) -> None:
+    _, uid = await new_case(client, "zip@example.com", slug="radiology")
+    members = {f"CD/DICOM/IM{i:04d}": data for i, data in enumerate(dicom_series(12))}
+    members["CD/report.pdf"] = PDF[:4096]
+    members["CD/autorun.exe"] = b"MZ" + b"\0" * 1000
+    members["__MACOSX/._junk"] = b"junk"
+    response = await upload(client, uid, "study.zip", zipped(members), token_in="header")
+    assert response.status_code == 303, response.text
+    docs = await Document.objects().where(Document.status == "complete")
+    assert sorted(d.kind for d in docs) == ["dicom"] * 12 + ["pdf"]
+    assert all(d.parent is not None for d in docs)
+    [archive] = await Document.objects().where(Document.status == "expanded")
+    assert "autorun.exe: Programs cannot be uploaded." in " ".join(
+        __import__("json").loads(archive.flags)
+    )
+    page = (await client.get(f"/cases/{uid}")).text
+    assert "CT chest, 2 Oct 2026, 12 images" in page
+    assert page.count("IM0003") == 1  # listed inside the study, not as a line of its own
+    # The archive's sealed copy is gone: the entries hold its content now.
+    objects = files_under(settings.var_dir / "documents" / "objects")
+    assert len(objects) == 13
+    pdf = next(d for d in docs if d.kind == "pdf")
+    got = await client.get(f"/cases/{uid}/documents/{pdf.uid}")
+    assert got.content == PDF[:4096]
+
+
+async def test_zip_bomb_is_refused_and_leaves_nothing(tmp_path, database_url) -> None:
+    from core.app import create_app
+    from core.db import configure_database
+
+    settings = make_settings(tmp_path, database_url, max_file_bytes=20 * 1024 * 1024)
+    configure_database(settings)
+    app = create_app(settings)
+    bomb = zipped({"zeros.pdf": b"%PDF-1.7\n" + b"\0" * (60 * 1024 * 1024)})
+    assert len(bomb) < 200_000
+    async with open_client(app) as client:
+        _, uid = await new_case(client, "bomb@example.com")
+        response = await upload(client, uid, "bomb.zip", bomb, token_in="header")
+        assert response.status_code == 422 and "cannot be unpacked" in response.text
+    assert await Document.count() == 0
+    assert not files_under(tmp_path / "documents" / "objects")

@@ -18,6 +18,7 @@ from litestar.response import Redirect, Response, Template
 from core.cases import service as cases
 from core.cases import states
 from core.cases.tables import Case
+from core.documents import links as provider_links
 from core.documents import service as documents
 from core.forms import MappingFormData, visible_names
 from core.security import PATIENT, role_guard
@@ -273,8 +274,9 @@ class CaseController(Controller):
             events=await cases.timeline(case),
             answers=cases.answers_of(case),
             questions=cases.questions_of(case),
-            documents=await documents.documents_of(case),
+            documents=documents.record_lines(await documents.documents_of(case)),
             can_upload=case.status in ("draft", "submitted", "received"),
+            links=await provider_links.links_of(case),
         )
 
 

@@ -22,6 +22,8 @@ from core import db
 from core.accounts.tables import User
 from core.audit import service as audit
 from core.cases.tables import Case
+from core.documents.archive import ArchiveError, iter_zip
+from core.documents.archive import Limits as ZipLimits
 from core.documents.content import HEAD_BYTES, display_name, neutralise_dicom_preamble, sniff
 from core.documents.keyring import Keyring
 from core.documents.sealing import (
@@ -40,7 +42,8 @@ from core.security import ADMIN, COORDINATOR, DOCTOR, PATIENT
 from core.settings import Settings
 from core.specialty import Specialty
 
-COMPLETE, UPLOADING, FAILED = "complete", "uploading", "failed"
+COMPLETE, UPLOADING, EXPANDED = "complete", "uploading", "expanded"
+READ_CHUNK = 1 << 20
 
 
 class UploadRefused(Exception):
@@ -111,6 +114,36 @@ async def documents_of(case: Case) -> list[Document]:
     )
 
 
+@dataclass
+class RecordLine:
+    """One line of the case's record list: a single file, or a group (an imaging study)."""
+
+    label: str
+    documents: list[Document]
+    checklist_item: str | None
+
+
+def record_lines(docs: list[Document]) -> list[RecordLine]:
+    """Files a plugin put in one group (facts "group"/"group_label") become one line:
+    "CT chest, 2 Oct 2026, 312 images" instead of 312 file names."""
+    lines: list[RecordLine] = []
+    groups: dict[str, RecordLine] = {}
+    for doc in docs:
+        facts = json.loads(doc.facts) if isinstance(doc.facts, str) else (doc.facts or {})
+        group = facts.get("group")
+        if not group:
+            lines.append(RecordLine(doc.display_name, [doc], doc.checklist_item))
+            continue
+        if group not in groups:
+            groups[group] = RecordLine(facts.get("group_label") or "Study", [], doc.checklist_item)
+            lines.append(groups[group])
+        groups[group].documents.append(doc)
+    for line in groups.values():
+        count = len(line.documents)
+        line.label = f"{line.label}, {count:,} image{'s' if count != 1 else ''}"
+    return lines
+
+
 async def get_document(case: Case, uid: str) -> Document:
     try:
         parsed = uuid.UUID(uid)
@@ -176,6 +209,7 @@ async def store_upload(
     plugins: PluginHost | None = None,
     specialty: Specialty | None = None,
     ip: str | None = None,
+    parent_id: int | None = None,
 ) -> Document:
     """Seal and store one upload as it arrives. Raises UploadRefused (and keeps nothing) for a
     refused kind or a limit; the limit is enforced while streaming, whatever the headers said."""
@@ -191,6 +225,8 @@ async def store_upload(
     sniffed = sniff(bytes(head[:HEAD_BYTES]))
     if not sniffed.accepted:
         raise UploadRefused(415, sniffed.refusal or "This kind of file cannot be uploaded.")
+    if sniffed.kind == "zip" and parent_id is not None:
+        raise UploadRefused(415, "A ZIP inside a ZIP is not accepted. Please unpack it first.")
     flags: list[str] = []
     if sniffed.kind == "dicom" and neutralise_dicom_preamble(head):
         flags.append("DICOM preamble held a program header and was cleared")
@@ -212,6 +248,7 @@ async def store_upload(
         source=source,
         uploaded_by=uploader.id if uploader else None,
         provider_link=provider_link_id,
+        parent=parent_id,
         flags=json.dumps(flags),
     )
     await Document.insert(doc)
@@ -248,9 +285,74 @@ async def store_upload(
             details={"kind": doc.kind, "source": source, "bytes": sealer.plaintext_size},
         )
     doc.status, doc.size, doc.sha256 = COMPLETE, sealer.plaintext_size, sealer.sha256_hex()
-    if plugins is not None and specialty is not None:
+    if doc.kind == "zip":
+        await _expand(
+            records,
+            case,
+            doc,
+            uploader=uploader,
+            source=source,
+            provider_link_id=provider_link_id,
+            checklist_item=checklist_item,
+            plugins=plugins,
+            specialty=specialty,
+            ip=ip,
+        )
+    elif plugins is not None and specialty is not None:
         await inspect(records, doc, plugins, specialty)
     return doc
+
+
+async def _expand(records: Records, case: Case, archive: Document, **upload: Any) -> None:
+    """Unpack a stored ZIP into documents of their own, each sniffed, sealed and inspected.
+
+    The archive is read through a decrypting, seekable reader: the central directory's counts
+    and sizes are checked before anything is extracted, and counted again while extracting.
+    A refused archive leaves nothing behind; refused entries are listed on the archive's row.
+    """
+    loop = asyncio.get_running_loop()
+    # Built in a thread: the reader checks the final segment at once, through this loop.
+    reader = await asyncio.to_thread(sync_reader, records, archive, loop)
+    limits = ZipLimits(max_total_bytes=records.settings.max_file_bytes)
+    children: list[Document] = []
+    skipped: list[str] = []
+    try:
+        entries = await asyncio.to_thread(lambda: list(iter_zip(reader, limits)))
+        # Counted out of the quota from here on: the entries take the archive's place.
+        await Document.update({Document.status: EXPANDED}).where(Document.id == archive.id)
+        for entry in entries:
+            stream = await asyncio.to_thread(entry.open)
+            try:
+                child = await store_upload(
+                    records,
+                    case,
+                    filename=entry.name,
+                    chunks=_read_in_thread(stream),
+                    parent_id=archive.id,
+                    **upload,
+                )
+                children.append(child)
+            except UploadRefused as refused:
+                skipped.append(f"{display_name(entry.path)}: {refused.message}")
+            finally:
+                await asyncio.to_thread(stream.close)
+    except ArchiveError as refused:
+        for child in children:
+            await records.store.delete(child.storage_key)
+        await records.store.delete(archive.storage_key)
+        await Document.delete().where(Document.id == archive.id)  # children cascade
+        raise UploadRefused(422, f"This ZIP cannot be unpacked: {refused}") from None
+    finally:
+        await asyncio.to_thread(reader.close)
+    await records.store.delete(archive.storage_key)  # its content now lives in the entries
+    await Document.update(
+        {Document.flags: json.dumps([f"{len(children)} files unpacked", *skipped])}
+    ).where(Document.id == archive.id)
+
+
+async def _read_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:
+    while data := await asyncio.to_thread(stream.read, READ_CHUNK):
+        yield data
 
 
 # Reading ----------------------------------------------------------------------------------------
@@ -283,7 +385,8 @@ async def plaintext(records: Records, doc: Document) -> AsyncIterator[bytes]:
 
 def sync_reader(records: Records, doc: Document, loop: asyncio.AbstractEventLoop) -> BinaryIO:
     """A seekable, decrypting file object for code that runs in a worker thread (pydicom,
-    zipfile); it reads ranges from the store through the app's event loop."""
+    zipfile); it reads ranges from the store through the app's event loop, so it must be
+    created and used off that loop's thread (it reads as soon as it is created)."""
     data_key, file_id = _data_key(records, doc)
 
     def read_range(start: int, length: int) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 from core.hookspecs import hookimpl
 from core.specialty import Assets, DocumentFacts, DocumentKind, Specialty
 
-from .dicom import read_dicom
+from .dicom import read_dicom, summarise_studies
 from .rules import check_intake
 from .specialty import SPECIALTY
 
@@ -45,7 +45,14 @@ def consilium_inspect_document(
     with open_file() as fileobj:
         reading = read_dicom(fileobj)
     if reading.facts is not None:
-        return DocumentFacts(checklist_item="images", facts=reading.facts.as_dict())
+        # "group" / "group_label": core shows the files of one study as one line.
+        [study] = summarise_studies([reading.facts])
+        facts = {
+            **reading.facts.as_dict(),
+            "group": reading.facts.study_uid,
+            "group_label": study.label.rsplit(", ", 1)[0],
+        }
+        return DocumentFacts(checklist_item="images", facts=facts)
     if reading.directory:
         return None  # a DICOMDIR (a CD's table of contents): neither an image nor a fault
     return DocumentFacts(flags=("malformed DICOM",), facts={"problem": reading.reason or ""})

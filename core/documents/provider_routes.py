@@ -1,0 +1,235 @@
+"""Provider upload links over HTTP. Thin: the rules live in core.documents.links.
+
+The patient makes and revokes links from their case page. The provider (no account) opens
+`/upload/{token}`, which names only the case reference, and sends files through the same
+streaming multipart path as the patient's own upload: excluded from Litestar's CSRF middleware,
+the token checked from the `x-csrftoken` header or the form's first field before any file byte
+is read. Every refusal of a link (unknown, expired, revoked, used up, case closed) is the same
+404 page. Pages behind a link carry `Referrer-Policy: no-referrer`, and the token is never
+logged nor written to the audit log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.params import FromPath
+from litestar.response import Redirect, Response
+
+from core.cases import service as cases
+from core.cases.tables import Case
+from core.documents import links
+from core.documents import service as documents
+from core.documents.routes import MAX_FILES_PER_REQUEST, MultipartStream, csrf_matches
+from core.documents.tables import ProviderLink
+from core.security import PATIENT, record_denied, role_guard
+from core.web import client_ip, form_data, page
+
+# On every response that has a token in its URL or body.
+TOKEN_PAGE_HEADERS = {"referrer-policy": "no-referrer", "x-robots-tag": "noindex, nofollow"}
+INVALID_TEXT = "This upload link is no longer valid. Please ask the patient for a new one."
+
+
+def _with_headers(response: Response) -> Response:
+    for name, value in TOKEN_PAGE_HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+def _script_client(request: Request) -> bool:
+    return bool(request.headers.get("hx-request") or request.headers.get("x-upload-client"))
+
+
+# The patient: making and revoking links ---------------------------------------------------------
+
+
+async def _own_case(request: Request, uid: str) -> Case:
+    try:
+        return await cases.get_own_case(request.user, uid)
+    except cases.CaseNotFound:
+        await record_denied(request, reason="not_owner_or_missing")
+        raise NotFoundException() from None
+
+
+class ProviderLinkController(Controller):
+    path = "/cases/{uid:str}/links"
+    guards = [role_guard(PATIENT)]
+
+    async def _links_page(
+        self, request: Request, case: Case, status: int = 200, **context: Any
+    ) -> Response:
+        context.setdefault("link_values", {})
+        context.setdefault("link_errors", {})
+        response = page(
+            request,
+            "documents/links.html",
+            status,
+            case=case,
+            links=await links.links_of(case),
+            **context,
+        )
+        return _with_headers(response)
+
+    @post("/", status_code=200)
+    async def create(self, request: Request, uid: FromPath[str]) -> Response:
+        case = await _own_case(request, uid)
+        data = await form_data(request)
+        values, errors = links.check_form(data)
+        if errors:
+            kept = {key: data.get(key, "") for key in ("note", "days_valid", "max_uses")}
+            return await self._links_page(request, case, 400, link_values=kept, link_errors=errors)
+        try:
+            link, token = await links.create_link(
+                request.user,
+                case,
+                note=str(values["note"]),
+                days_valid=int(values["days_valid"]),  # type: ignore[call-overload]
+                max_uses=int(values["max_uses"]),  # type: ignore[call-overload]
+                ip=client_ip(request),
+            )
+        except links.LinkRefused as refused:
+            return await self._links_page(
+                request,
+                case,
+                409,
+                link_values=data,
+                flash={"kind": "error", "text": refused.message},
+            )
+        return await self._links_page(
+            request,
+            case,
+            new_link=link,
+            new_url=links.link_url(request.app.state.settings.base_url, token),
+        )
+
+    @post("/{link:str}/revoke")
+    async def revoke(self, request: Request, uid: FromPath[str], link: FromPath[str]) -> Redirect:
+        case = await _own_case(request, uid)
+        try:
+            await links.revoke(request.user, case, link, ip=client_ip(request))
+        except links.LinkNotFound:
+            await record_denied(request, reason="not_owner_or_missing")
+            raise NotFoundException() from None
+        return Redirect(path=f"/cases/{case.uid}?notice=link-revoked#links", status_code=303)
+
+
+# The provider: no account, only the link ---------------------------------------------------------
+
+
+def _invalid(request: Request) -> Response:
+    """The one answer for every link that does not work, whatever the reason."""
+    if _script_client(request):
+        response = Response(INVALID_TEXT, status_code=404, media_type="text/plain")
+    else:
+        response = page(request, "documents/provider_upload.html", 404, state="invalid")
+    return _with_headers(response)
+
+
+def _provider_page(
+    request: Request,
+    link: ProviderLink,
+    case: Case,
+    token: str,
+    status: int = 200,
+    **context: Any,
+) -> Response:
+    response = page(
+        request,
+        "documents/provider_upload.html",
+        status,
+        state=context.pop("state", "form"),
+        reference=case.reference,
+        expires_at=link.expires_at,
+        remaining=max(link.max_uses - link.uses, 0),
+        action=f"/upload/{token}",
+        **context,
+    )
+    return _with_headers(response)
+
+
+@get("/upload/{token:str}")
+async def provider_form(request: Request, token: FromPath[str]) -> Response:
+    found = await links.resolve(token)
+    if found is None:
+        return _invalid(request)
+    link, case = found
+    return _provider_page(request, link, case, token)
+
+
+@post(
+    "/upload/{token:str}",
+    status_code=200,
+    opt={"exclude_from_csrf": True},
+    request_max_body_size=None,
+)
+async def provider_upload(request: Request, token: FromPath[str]) -> Response:
+    records: documents.Records = request.app.state.records
+    header_token = request.headers.get("x-csrftoken", "")
+    if header_token and not csrf_matches(request, header_token):
+        raise PermissionDeniedException("CSRF token verification failed")
+    found = await links.resolve(token)
+    if found is None:
+        return _invalid(request)
+    link, case = found
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > records.settings.max_file_bytes * MAX_FILES_PER_REQUEST:
+        raise documents.UploadRefused(413, "This upload is too large.")
+    ip = client_ip(request)
+    specialty = request.app.state.plugins.specialty(case.specialty)
+    form = MultipartStream(request)
+    checked = bool(header_token)
+    used, stored = False, 0
+    try:
+        while (part := await form.next_part()) is not None:
+            if part.name == "_csrf_token":
+                checked = csrf_matches(request, await form.text())
+            if not checked:  # no file byte is read before the token is verified
+                raise PermissionDeniedException("CSRF token verification failed")
+            if part.name == "file" and part.filename:
+                if not used:  # one use per request, taken before the first byte is stored
+                    if not await links.use(link, ip=ip):
+                        return _invalid(request)
+                    used = True
+                await documents.store_upload(
+                    records,
+                    case,
+                    filename=part.filename,
+                    chunks=form.body(),
+                    uploader=None,
+                    source="provider",
+                    provider_link_id=link.id,
+                    plugins=request.app.state.plugins,
+                    specialty=specialty,
+                    ip=ip,
+                )
+                stored += 1
+    except documents.UploadRefused as refused:
+        if used and not stored:
+            await links.release(link, ip=ip)
+        message = refused.message
+        if stored:
+            message += f" The {stored} file(s) before it were received."
+        if _script_client(request):
+            return _with_headers(
+                Response(message, status_code=refused.status, media_type="text/plain")
+            )
+        return _provider_page(request, link, case, token, refused.status, error=message)
+    except Exception:
+        if used and not stored:
+            await links.release(link, ip=ip)
+        raise
+    if not stored:
+        message = "Please choose a file to send."
+        if _script_client(request):
+            return _with_headers(Response(message, status_code=400, media_type="text/plain"))
+        return _provider_page(request, link, case, token, 400, error=message)
+    if _script_client(request):
+        return _with_headers(
+            Response(f"{stored} file(s) uploaded", status_code=200, media_type="text/plain")
+        )
+    return _provider_page(request, link, case, token, state="done", stored=stored)
+
+
+ROUTES = [ProviderLinkController, provider_form, provider_upload]
