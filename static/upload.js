@@ -26,8 +26,13 @@
       request.addEventListener("load", function () {
         if (request.status >= 200 && request.status < 300) {
           status.textContent = "Uploaded. Updating the list…";
-          var done = form.getAttribute("data-upload-done");
-          window.location.assign(done || window.location.pathname + "?notice=records-uploaded#records");
+          var next = form.getAttribute("data-upload-done") ||
+            window.location.pathname + "?notice=records-uploaded";
+          if (window.location.pathname + window.location.search === next) {
+            window.location.reload(); // assigning the same URL would only move to its #fragment
+          } else {
+            window.location.assign(next + "#records");
+          }
         } else {
           status.textContent = request.responseText || "The upload did not work. Please try again.";
           bar.hidden = true;

@@ -108,6 +108,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     # the defaults); a token that is not a live link is the same 404 for everyone.
     ("POST", "/cases/{uid:str}/links"): owner_only(200, anonymous=401),
     ("POST", "/cases/{uid:str}/links/{link:str}/revoke"): owner_only(303, anonymous=401),
+    ("GET", "/cases/{uid:str}/access"): owner_only(200),
     ("GET", "/upload/{token:str}"): dict.fromkeys(VISITORS, 404),
     ("POST", "/upload/{token:str}"): dict.fromkeys(VISITORS, 404),
     ("GET", "/cases/{uid:str}/documents/{doc:str}"): {

@@ -198,6 +198,9 @@ async def test_other_people_cannot_read_or_add_records(client, running_app) -> N
     assert await Document.count() == 1
     denied = await AuditEvent.count().where(AuditEvent.action == "access.denied")
     assert denied >= 3
+    # The patient sees who opened the file: the coordinator, by name and role.
+    access = (await client.get(f"/cases/{uid}/access")).text
+    assert "Test Coordinator (coordinator)" in access and "Downloaded scan.pdf" in access
 
 
 async def test_dicom_is_read_by_the_radiology_plugin(client) -> None:

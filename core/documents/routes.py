@@ -16,7 +16,7 @@ from hashlib import sha256
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
-from litestar.response import Redirect, Response, Stream
+from litestar.response import Redirect, Response, Stream, Template
 from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
 
 from core.cases import service as cases
@@ -25,8 +25,8 @@ from core.documents import service as documents
 from core.documents.content import content_disposition
 from core.documents.tables import Document
 from core.errors import ShownError
-from core.security import record_denied, signed_in
-from core.web import client_ip, redirect
+from core.security import PATIENT, record_denied, role_guard, signed_in
+from core.web import client_ip, page, redirect
 
 MAX_FILES_PER_REQUEST = 50
 
@@ -181,4 +181,16 @@ class DocumentController(Controller):
         )
 
 
-ROUTES = [DocumentController]
+@get("/cases/{uid:str}/access", guards=[role_guard(PATIENT)])
+async def who_opened(request: Request, uid: FromPath[str]) -> Template:
+    """The patient's "who opened my records" page."""
+    try:
+        case = await cases.get_own_case(request.user, uid)
+    except cases.CaseNotFound:
+        await record_denied(request, reason="not_owner_or_missing")
+        raise NotFoundException() from None
+    lines = await documents.record_accesses(case, request.user)
+    return page(request, "documents/access.html", case=case, lines=lines)
+
+
+ROUTES = [DocumentController, who_opened]

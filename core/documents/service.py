@@ -431,3 +431,53 @@ async def inspect(
         values[Document.checklist_item] = found.checklist_item
     if values:
         await Document.update(values).where(Document.id == doc.id)
+
+
+# Who opened the records -------------------------------------------------------------------------
+
+READ_ACTIONS = ("document.download", "document.view", "document.preview")
+
+
+@dataclass
+class AccessLine:
+    at: datetime
+    who: str
+    action: str
+    document: str
+
+
+async def record_accesses(case: Case, viewer: User) -> list[AccessLine]:
+    """Every read of this case's records, newest first, for the patient's own page: staff by
+    name and role, the patient as "You"."""
+    from core.audit.tables import AuditEvent
+
+    rows = (
+        await AuditEvent.objects()
+        .where((AuditEvent.case_id == str(case.uid)) & AuditEvent.action.is_in(list(READ_ACTIONS)))
+        .order_by(AuditEvent.seq, ascending=False)
+    )
+    uids = {row.actor_uid for row in rows if row.actor_uid}
+    people = {
+        str(user.uid): user
+        for user in (
+            await User.objects().where(User.uid.is_in([uuid.UUID(u) for u in uids])) if uids else []
+        )
+    }
+    names = {
+        str(doc.uid): doc.display_name
+        for doc in await Document.objects().where(Document.case == case.id)
+    }
+    lines = []
+    for row in rows:
+        person = people.get(row.actor_uid or "")
+        if person is None:
+            who = "Unknown"
+        elif person.id == viewer.id:
+            who = "You"
+        else:
+            who = f"{person.full_name} ({person.role})"
+        verb = {"document.download": "downloaded", "document.view": "viewed"}.get(
+            row.action, "previewed"
+        )
+        lines.append(AccessLine(row.at, who, verb, names.get(row.object_id or "", "a file")))
+    return lines

@@ -1,0 +1,84 @@
+"""A patient uploads a zipped CT study and a PDF, sends an upload link that works in another
+browser, and downloads a file back bit-identical; every opening shows on their access page."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from core.accounts import service as accounts
+from tests.browser.conftest import LiveServer, screenshot
+from tests.support import PASSWORD
+from tests.test_documents import PDF, dicom_series, zipped
+
+
+@pytest.fixture(scope="module")
+def patient(live_server: LiveServer) -> str:
+    email = "records-browser@example.com"
+    registration = accounts.register_patient(
+        email=email, password=PASSWORD, full_name="Hina Qureshi", phone="", country="PK", ip=None
+    )
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
+        pool.submit(asyncio.run, registration).result()
+    return email
+
+
+def test_records_upload_provider_link_and_download(
+    live_server: LiveServer, page: Page, browser: Browser, patient: str, tmp_path: Path
+) -> None:
+    study = tmp_path / "ct-study.zip"
+    study.write_bytes(zipped({f"DICOM/IM{i:04d}": d for i, d in enumerate(dicom_series(8))}))
+    report = tmp_path / "radiology report.pdf"
+    report.write_bytes(PDF)
+    letter = tmp_path / "referral letter.pdf"
+    letter.write_bytes(b"%PDF-1.4\nreferral\n%%EOF\n")
+
+    page.goto(live_server.url + "/login")
+    page.get_by_label("Email address").fill(patient)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Start a new request").click()
+    page.get_by_label(re.compile(r"^\s*Radiology second opinion")).check()
+    page.get_by_role("button", name="Start my request").click()
+    case_path = "/cases/" + page.url.split("/requests/")[1].split("/")[0]
+    page.goto(live_server.url + case_path)
+
+    # Upload the zipped study, then the report (upload.js sends them with a progress bar).
+    page.get_by_label("What are these files?").select_option("images")
+    page.get_by_label("Choose files").set_input_files(str(study))
+    page.get_by_role("button", name="Upload files").click()
+    expect(page.get_by_text(re.compile(r"CT chest, 2 Oct 2026, 8 images"))).to_be_visible()
+    page.get_by_label("Choose files").set_input_files(str(report))
+    page.get_by_role("button", name="Upload files").click()
+    expect(page.get_by_role("link", name="radiology report.pdf")).to_be_visible()
+    screenshot(page, "records-phone")
+
+    # A link for the patient's own doctor, opened in another browser without an account.
+    page.get_by_label(re.compile("Who is it for")).fill("Dr Aslam, City Hospital")
+    page.get_by_role("button", name=re.compile("link", re.I)).first.click()
+    link = page.get_by_role("textbox", name="Upload link").input_value()
+    assert "/upload/" in link
+    provider = browser.new_context().new_page()
+    provider.goto(link)
+    expect(provider.get_by_role("heading", level=1)).to_contain_text("Records for request SO-")
+    expect(provider.get_by_text("Hina Qureshi")).to_have_count(0)
+    provider.get_by_label("Choose files").set_input_files(str(letter))
+    provider.get_by_role("button", name="Send files").click()
+    expect(provider.get_by_text(re.compile("received|uploaded", re.I)).first).to_be_visible()
+    provider.context.close()
+
+    page.goto(live_server.url + case_path)
+    expect(page.get_by_text("referral letter.pdf")).to_be_visible()
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="radiology report.pdf").click()
+    downloaded = Path(download_info.value.path())
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == hashlib.sha256(PDF).hexdigest()
+
+    page.get_by_role("link", name="See who opened your records").click()
+    expect(page.get_by_text("Downloaded radiology report.pdf")).to_be_visible()
