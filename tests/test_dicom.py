@@ -421,8 +421,10 @@ def test_hook_consilium_inspect_document(tmp_path: Path) -> None:
 
     expected = read_dicom_facts(io.BytesIO(good))
     assert expected is not None
+    # The study is the group core shows as one line, labelled without the image count.
+    grouping = {"group": expected.study_uid, "group_label": "CT chest, 2 Oct 2026"}
     assert hook(specialty=radiology, kind="dicom", open_file=opener(good)) == [
-        DocumentFacts(checklist_item="images", facts=expected.as_dict())
+        DocumentFacts(checklist_item="images", facts={**expected.as_dict(), **grouping})
     ]
     assert all(f.closed for f in opened)
     (bad,) = hook(
