@@ -205,9 +205,12 @@ def seed_demo() -> None:
 
 def _attach_subcommands() -> None:
     from core.audit.cli import audit
+    from core.documents.cli import documents_group, keys
     from core.scaffold import new_plugin
 
     main.add_command(audit)
+    main.add_command(keys)
+    main.add_command(documents_group, name="documents")
     main.add_command(new_plugin, name="new-plugin")
 
 

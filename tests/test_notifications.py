@@ -118,7 +118,7 @@ async def _make_due() -> None:
     await OutboxMessage.update({OutboxMessage.next_attempt_at: past}, force=True)
 
 
-async def _eventually(check: Callable[[], Awaitable[bool] | bool], seconds: float = 1.5) -> None:
+async def _eventually(check: Callable[[], Awaitable[bool] | bool], seconds: float = 10.0) -> None:
     async with asyncio.timeout(seconds):
         while True:
             result = check()

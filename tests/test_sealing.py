@@ -702,3 +702,16 @@ def test_keyring_from_env_is_read_only(tmp_path: Path) -> None:
         with pytest.raises(KeyringError) as caught:
             Keyring.from_env(bad)
         assert secret not in str(caught.value)
+
+
+def test_a_running_app_picks_up_a_key_rotated_by_another_process(tmp_path) -> None:
+    path = tmp_path / "keyring.json"
+    app_keys = Keyring.load_or_create(path)  # loaded once at start
+    cli_keys = Keyring.load_or_create(path)  # `consilium keys rotate` in another process
+    new_id = cli_keys.rotate()
+    file_id = os.urandom(16)
+    data_key = os.urandom(32)
+    key_id, wrapped = cli_keys.wrap(data_key, file_id=file_id)
+    assert key_id == new_id
+    assert app_keys.unwrap(key_id, wrapped, file_id=file_id) == data_key
+    assert app_keys.wrap(data_key, file_id=file_id)[0] == new_id

@@ -141,6 +141,7 @@ class Keyring:
         self._current = current_id
         self.path = path
         self.read_only = read_only
+        self._loaded_mtime = path.stat().st_mtime_ns if path is not None and path.exists() else None
 
     def __repr__(self) -> str:
         return f"<Keyring current={self._current!r} ids={self.ids!r}>"
@@ -202,7 +203,23 @@ class Keyring:
     def ids(self) -> list[str]:
         return list(self._keys)
 
+    def _refresh(self) -> None:
+        """Pick up keys another process added (`consilium keys rotate` while the app runs).
+
+        Keys are only ever added and the file is replaced in one step, so re-reading is safe.
+        """
+        if self.path is None or not self.path.exists():
+            return
+        mtime = self.path.stat().st_mtime_ns
+        if mtime == self._loaded_mtime:
+            return
+        fresh = Keyring.load_or_create(self.path)
+        self._keys = {**self._keys, **fresh._keys}
+        self._current = fresh._current
+        self._loaded_mtime = mtime
+
     def wrap(self, data_key: bytes, *, file_id: bytes) -> tuple[str, bytes]:
+        self._refresh()  # wrap new uploads under the newest current key
         data_key = bytes(data_key)
         if len(data_key) != DATA_KEY_SIZE:
             raise ValueError(f"data_key must be {DATA_KEY_SIZE} bytes")
@@ -215,6 +232,9 @@ class Keyring:
 
     def unwrap(self, key_id: str, wrapped: bytes, *, file_id: bytes) -> bytes:
         master = self._keys.get(key_id)
+        if master is None:
+            self._refresh()
+            master = self._keys.get(key_id)
         if master is None:
             raise KeyringError(f"unknown master key id {key_id!r}")
         wrapped = bytes(wrapped)
@@ -272,6 +292,7 @@ class Keyring:
         try:
             self._write(fd)
             os.replace(temp, self.path)
+            self._loaded_mtime = self.path.stat().st_mtime_ns
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
