@@ -275,7 +275,7 @@ class CaseController(Controller):
             answers=cases.answers_of(case),
             questions=cases.questions_of(case),
             documents=documents.record_lines(await documents.documents_of(case)),
-            can_upload=case.status in ("draft", "submitted", "received"),
+            can_upload=documents.may_add_records(request.user, case),
             links=await provider_links.links_of(case),
         )
 

@@ -64,3 +64,11 @@ TRANSITIONS = {
         Transition("close", (REPORT_READY,), CLOSED, (COORDINATOR, ADMIN, SYSTEM)),
     )
 }
+
+
+# States in which the patient (or their doctor, through a link) may still add records.
+ACCEPTING_RECORDS = (DRAFT, SUBMITTED, RECEIVED)
+
+
+def accepts_records(status: str) -> bool:
+    return status in ACCEPTING_RECORDS

@@ -22,7 +22,7 @@ from core.cases.tables import Case
 from core.documents.tables import ProviderLink
 from core.tokens import new_token, token_hash
 
-ACCEPTING = (states.DRAFT, states.SUBMITTED, states.RECEIVED)
+ACCEPTING = states.ACCEPTING_RECORDS
 DAYS_DEFAULT, DAYS_MAX = 14, 30
 USES_DEFAULT, USES_MAX = 5, 20
 NOTE_MAX = 300
@@ -56,7 +56,7 @@ def now() -> datetime:
 
 
 def accepts_records(case: Case) -> bool:
-    return case.status in ACCEPTING
+    return states.accepts_records(case.status)
 
 
 # The patient's side ----------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class DocumentController(Controller):
         if header_token and not csrf_matches(request, header_token):
             raise PermissionDeniedException("CSRF token verification failed")
         case = await _readable_case(request, uid)
-        if request.user.role != "patient" or case.status not in ("draft", "submitted", "received"):
+        if not documents.may_add_records(request.user, case):
             raise ShownError(status_code=409, detail="Records can no longer be added to this case.")
         declared = int(request.headers.get("content-length") or 0)
         if declared > records.settings.max_file_bytes * MAX_FILES_PER_REQUEST:

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from core import db
 from core.accounts.tables import User
 from core.audit import service as audit
+from core.cases.states import accepts_records
 from core.cases.tables import Case
 from core.documents.archive import ArchiveError, iter_zip
 from core.documents.archive import Limits as ZipLimits
@@ -104,6 +105,12 @@ def may_read(user: User, case: Case) -> bool:
     if user.role == DOCTOR:
         return getattr(case, "assigned_doctor", None) == user.id
     return False
+
+
+def may_add_records(user: User, case: Case) -> bool:
+    """Only the owning patient adds records themselves (staff read them; doctors send theirs
+    through an upload link), and only while the case still accepts records."""
+    return user.role == PATIENT and case.patient == user.id and accepts_records(case.status)
 
 
 async def documents_of(case: Case) -> list[Document]:
