@@ -239,6 +239,17 @@ CSP = (
     "object-src 'none'"
 )
 
+# The bytes of a record shown in the browser (core/documents/routes.py `preview`): an opaque,
+# script-less document that loads nothing and can't be framed; our pages fetch PDFs and show
+# images by <img>. `img-src 'self'` lets an image opened at its own address show in browsers that
+# apply this policy to the image document itself (Chromium shows it either way).
+SANDBOX_CSP = (
+    "sandbox; default-src 'none'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'none'"
+)
+# The only policies a route may put in place of CSP: each is stricter than the page policy.
+ROUTE_CSPS = frozenset({SANDBOX_CSP})
+
 
 def security_headers(settings: Settings):
     """A before_send hook: runs for every response, including errors, 404s and static files."""
@@ -260,6 +271,8 @@ def security_headers(settings: Settings):
         for name, value in fixed:
             # A route may tighten the referrer policy (pages whose URL holds a token).
             if name == "referrer-policy" and headers.get(name) == "no-referrer":
+                continue
+            if name == "content-security-policy" and headers.get(name) in ROUTE_CSPS:
                 continue
             headers[name] = value
         # Pages are personal: never let a shared cache or the back button keep them.

@@ -82,6 +82,10 @@ def install_template_helpers(environment: Environment, settings: Settings) -> No
     environment.globals["condition_text"] = condition_text
     environment.globals["site"] = settings
     environment.globals["filesize"] = filesize
+    # Imported here, not at the top: the documents service pulls in most of core.
+    from core.documents.service import previewable
+
+    environment.globals["previewable"] = previewable
 
 
 def client_ip(request: Request) -> str | None:

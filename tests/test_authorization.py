@@ -117,6 +117,19 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "coordinator": 200,
         "admin": 200,
     },
+    # Previews follow the download's rules (the matrix's document is a PDF, so it can be shown).
+    ("GET", "/cases/{uid:str}/documents/{doc:str}/view"): {
+        **owner_only(200),
+        "doctor": 404,
+        "coordinator": 200,
+        "admin": 200,
+    },
+    ("GET", "/cases/{uid:str}/documents/{doc:str}/preview"): {
+        **owner_only(200),
+        "doctor": 404,
+        "coordinator": 200,
+        "admin": 200,
+    },
 }
 
 

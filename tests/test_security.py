@@ -9,7 +9,7 @@ import pyotp
 import pytest
 from argon2 import PasswordHasher, extract_parameters
 from httpx import AsyncClient
-from litestar import get
+from litestar import Response, get
 
 from core import security
 from core.accounts import passwords
@@ -292,6 +292,27 @@ async def test_security_headers_on_pages_errors_and_static_files(client) -> None
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["referrer-policy"] == "same-origin"
     assert (await client.get("/")).headers["cache-control"] == "no-store"
+
+
+async def test_a_route_may_only_tighten_the_page_policy(app, client) -> None:
+    @get("/looser")
+    async def looser() -> Response:
+        return Response("x", headers={"content-security-policy": "default-src *"})
+
+    @get("/sandboxed")
+    async def sandboxed() -> Response:
+        return Response("x", headers={"content-security-policy": security.SANDBOX_CSP})
+
+    app.register(looser)
+    app.register(sandboxed)
+    loose = await client.get("/looser")
+    assert loose.headers.get_list("content-security-policy") == [security.CSP]
+    strict = await client.get("/sandboxed")
+    assert strict.headers.get_list("content-security-policy") == [security.SANDBOX_CSP]
+    assert (
+        strict.headers["x-frame-options"] == "DENY"
+        and strict.headers["cache-control"] == "no-store"
+    )
 
 
 async def test_hsts_only_behind_tls(tmp_path, database_url) -> None:

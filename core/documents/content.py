@@ -29,6 +29,7 @@ from urllib.parse import quote
 __all__ = [
     "HEAD_BYTES",
     "MAX_NAME_CHARS",
+    "PREVIEW_MEDIA_TYPES",
     "Sniffed",
     "clean_display_text",
     "content_disposition",
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 HEAD_BYTES = 512  # how many leading bytes `sniff` needs
+
+# Sniffed types a browser can show in a page: images by itself, PDF through the pdf.js we serve.
+# Not HEIC/HEIF (only Safari decodes them), DICOM or ZIP: those are downloaded.
+PREVIEW_MEDIA_TYPES = frozenset({"application/pdf", "image/jpeg", "image/png", "image/webp"})
 
 MAX_NAME_CHARS = 120
 FALLBACK_NAME = "document"
@@ -203,13 +208,15 @@ def display_name(filename: str) -> str:
 ASCII_UNSAFE = re.compile(r"[^A-Za-z0-9 ._()+,-]+")
 
 
-def content_disposition(name: str) -> str:
+def content_disposition(name: str, *, inline: bool = False) -> str:
     """An RFC 6266 `Content-Disposition` value that makes the browser download the file (never
-    display it) under `name`: an ASCII `filename` for old clients and a UTF-8 `filename*`."""
+    display it) under `name`: an ASCII `filename` for old clients and a UTF-8 `filename*`.
+    `inline` is for previews: shown in the page, saved under `name` if the person saves it."""
     name = display_name(name)
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     ascii_name = " ".join(ASCII_UNSAFE.sub("_", ascii_name).split())
     stem, dot, extension = ascii_name.rpartition(".")
     if not ascii_name.strip("_ .") or (dot and not stem.strip("_ .")):
         ascii_name = FALLBACK_NAME + (("." + extension) if dot and extension.strip("_") else "")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"

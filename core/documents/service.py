@@ -25,7 +25,13 @@ from core.cases.states import accepts_records
 from core.cases.tables import Case
 from core.documents.archive import ArchiveError, iter_zip
 from core.documents.archive import Limits as ZipLimits
-from core.documents.content import HEAD_BYTES, display_name, neutralise_dicom_preamble, sniff
+from core.documents.content import (
+    HEAD_BYTES,
+    PREVIEW_MEDIA_TYPES,
+    display_name,
+    neutralise_dicom_preamble,
+    sniff,
+)
 from core.documents.keyring import Keyring
 from core.documents.sealing import (
     DEFAULT_SEGMENT_SIZE,
@@ -166,6 +172,12 @@ async def get_document(case: Case, uid: str) -> Document:
     if doc is None:
         raise DocumentNotFound
     return doc
+
+
+def previewable(doc: Document) -> bool:
+    """Whether the browser may show this record in our page. Decided by the type sniffed at
+    upload, never by the file's name."""
+    return doc.media_type in PREVIEW_MEDIA_TYPES
 
 
 # Writing ----------------------------------------------------------------------------------------
@@ -483,8 +495,7 @@ async def record_accesses(case: Case, viewer: User) -> list[AccessLine]:
             who = "You"
         else:
             who = f"{person.full_name} ({person.role})"
-        verb = {"document.download": "downloaded", "document.view": "viewed"}.get(
-            row.action, "previewed"
-        )
+        # A preview is the person looking at the file in the browser: "viewed" to the patient.
+        verb = "downloaded" if row.action == "document.download" else "viewed"
         lines.append(AccessLine(row.at, who, verb, names.get(row.object_id or "", "a file")))
     return lines

@@ -56,7 +56,7 @@ def test_records_upload_provider_link_and_download(
     expect(page.get_by_text(re.compile(r"CT chest, 2 Oct 2026, 8 images"))).to_be_visible()
     page.get_by_label("Choose files").set_input_files(str(report))
     page.get_by_role("button", name="Upload files").click()
-    expect(page.get_by_role("link", name="radiology report.pdf")).to_be_visible()
+    expect(page.get_by_role("link", name="radiology report.pdf", exact=True)).to_be_visible()
     screenshot(page, "records-phone")
 
     # A link for the patient's own doctor, opened in another browser without an account.
@@ -76,7 +76,7 @@ def test_records_upload_provider_link_and_download(
     page.goto(live_server.url + case_path)
     expect(page.get_by_text("referral letter.pdf")).to_be_visible()
     with page.expect_download() as download_info:
-        page.get_by_role("link", name="radiology report.pdf").click()
+        page.get_by_role("link", name="radiology report.pdf", exact=True).click()
     downloaded = Path(download_info.value.path())
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == hashlib.sha256(PDF).hexdigest()
 
