@@ -124,6 +124,19 @@ class Settings(BaseSettings):
     max_user_bytes: int = Field(
         20 * 1024**3, ge=1024, description="Most record bytes one account may upload in all."
     )
+    upload_chunk_bytes: int = Field(
+        8 * 1024**2,
+        ge=64 * 1024,
+        le=64 * 1024**2,
+        description="Size of the pieces a large file is sent in; a dropped connection costs at "
+        "most one piece. Files up to this size go in one request.",
+    )
+    upload_expiry_hours: int = Field(
+        24,
+        ge=1,
+        description="An unfinished upload is forgotten (with its parts) after this long "
+        "without a new piece.",
+    )
     plugins_allowlist: list[str] | None = Field(
         None,
         description="Names of the `consilium` entry points to load (JSON list). Empty: all.",

@@ -16,11 +16,11 @@ from litestar import Litestar
 from core import db
 from core.app import create_app
 from core.cases import service as cases
-from core.documents import links
+from core.documents import links, resumable
 from core.documents.service import store_upload
 from core.settings import Settings
 from tests.conftest import make_settings, open_client
-from tests.support import make_person, post_form, sign_in
+from tests.support import csrf_token, make_person, post_form, sign_in
 
 # "patient" owns the case used in case routes; "other_patient" is patient B.
 VISITORS = ("anonymous", "patient", "other_patient", "doctor", "coordinator", "admin")
@@ -104,6 +104,31 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "coordinator": 409,  # may read, but only the patient adds records
         "admin": 409,
     },
+    # Resumable uploads: only the owning patient; staff may read the case but add nothing.
+    ("POST", "/cases/{uid:str}/uploads"): {
+        **owner_only(400, anonymous=401),  # an empty form: "Please choose a file"
+        "doctor": 404,
+        "coordinator": 409,
+        "admin": 409,
+    },
+    ("GET", "/cases/{uid:str}/uploads/{upload:str}"): {
+        **owner_only(200),
+        "doctor": 404,
+        "coordinator": 409,
+        "admin": 409,
+    },
+    ("PUT", "/cases/{uid:str}/uploads/{upload:str}/chunks/{number:int}"): {
+        **owner_only(400, anonymous=401),  # an empty body for a chunk of 2 KB: cut short
+        "doctor": 404,
+        "coordinator": 409,
+        "admin": 409,
+    },
+    ("DELETE", "/cases/{uid:str}/uploads/{upload:str}"): {
+        **owner_only(204, anonymous=401),
+        "doctor": 404,
+        "coordinator": 409,
+        "admin": 409,
+    },
     # Provider links: only the owning patient manages them (an empty form makes a link with
     # the defaults); a token that is not a live link is the same 404 for everyone.
     ("POST", "/cases/{uid:str}/links"): owner_only(200, anonymous=401),
@@ -156,6 +181,8 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("/cases/{uid:str}", "/cases/" + ids["case"])
         .replace("{doc:str}", ids["document"])
         .replace("{link:str}", ids["link"])
+        .replace("{upload:str}", ids["upload"])
+        .replace("{number:int}", "0")
         .replace("{step:str}", "subject")
         .replace("{uid:str}", ids["staff"])
     )
@@ -193,11 +220,15 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
         uploader=people["patient"].user,
     )
     link, _ = await links.create_link(people["patient"].user, case, ip=None)
+    upload = await resumable.start(
+        running_app.state.records, case, filename="scan.pdf", size=2048, uploader=None
+    )
     ids = {
         "staff": str(target.user.uid),
         "case": str(case.uid),
         "document": str(document.uid),
         "link": str(link.uid),
+        "upload": str(upload.uid),
     }
     clients: dict = {"_ids": ids}
     for name in VISITORS:
@@ -216,7 +247,12 @@ async def test_authorization_matrix(visitors) -> None:
     ids = visitors["_ids"]
     failures = []
     # Sign-out rows last: they end the visitor's session.
-    last = {"/requests/{uid:str}/cancel": 1, "/account/sign-out-everywhere": 2, "/logout": 3}
+    last = {
+        "/cases/{uid:str}/uploads/{upload:str}": 0.5,  # its DELETE ends the upload
+        "/requests/{uid:str}/cancel": 1,
+        "/account/sign-out-everywhere": 2,
+        "/logout": 3,
+    }
     rows = sorted(MATRIX.items(), key=lambda item: last.get(item[0][1], 0))
     for (method, path), expected in rows:
         for visitor in VISITORS:
@@ -224,6 +260,10 @@ async def test_authorization_matrix(visitors) -> None:
             url = concrete(path, ids)
             if method == "GET":
                 response = await client.get(url, follow_redirects=False)
+            elif method in ("PUT", "DELETE"):
+                response = await client.request(
+                    method, url, headers={"x-csrftoken": csrf_token(client)}
+                )
             else:
                 response = await post_form(client, url, {})
             if response.status_code != expected[visitor]:

@@ -23,6 +23,7 @@ from typing import Any
 from core import db
 from core.audit import service as audit
 from core.cases.tables import Case
+from core.documents import resumable
 from core.documents.keyring import KeyringError
 from core.documents.sealing import IntegrityError
 from core.documents.service import COMPLETE, Records, plaintext
@@ -194,6 +195,8 @@ async def scrub(records: Records, *, batch_size: int = BATCH_SIZE) -> ScrubRepor
             problem = f"could not be read: {error.strerror or type(error).__name__}"
             report.damaged.append(Problem(str(doc.uid), case_reference, problem))
         report.checked += 1
+    while await resumable.purge_expired(records):  # abandoned uploads, and their parts
+        pass
     report.orphans = await _orphans(records, batch_size)
     report.purged_incomplete = await records.store.purge_incomplete(INCOMPLETE_AFTER_SECONDS)
     await audit.record(
@@ -250,7 +253,13 @@ async def _orphans(records: Records, batch_size: int) -> list[str]:
                 Document.storage_key.is_in(keys)
             )
         }
+        # Parts of an unfinished resumable upload ("<prefix>-<n>") belong to that upload.
+        known_prefixes = await resumable.part_prefixes(
+            sorted({key.rpartition("-")[0] for key in keys if key not in known and "-" in key})
+        )
         for key in keys:
+            if key.rpartition("-")[0] in known_prefixes:
+                continue
             # Re-checked: an upload refused meanwhile removes its object and then its row.
             if key not in known and await records.store.exists(key):
                 orphans.append(key)

@@ -2,12 +2,12 @@ import os
 
 from piccolo.conf.apps import AppConfig
 
-from core.documents.tables import Document, ProviderLink
+from core.documents.tables import Document, ProviderLink, UploadSession
 
 APP_CONFIG = AppConfig(
     app_name="documents",
     migrations_folder_path=os.path.join(os.path.dirname(__file__), "piccolo_migrations"),
-    table_classes=[ProviderLink, Document],
+    table_classes=[ProviderLink, Document, UploadSession],
     migration_dependencies=["core.cases.piccolo_app"],
     commands=[],
 )

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from hashlib import sha256
+from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
 from litestar.response import Redirect, Response, Stream, Template
@@ -21,12 +22,13 @@ from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_
 
 from core.cases import service as cases
 from core.cases.tables import Case
+from core.documents import resumable
 from core.documents import service as documents
 from core.documents.content import content_disposition
-from core.documents.tables import Document
+from core.documents.tables import Document, UploadSession
 from core.errors import ShownError
 from core.security import PATIENT, SANDBOX_CSP, record_denied, role_guard, signed_in
-from core.web import client_ip, page, redirect
+from core.web import client_ip, form_data, page, redirect
 
 MAX_FILES_PER_REQUEST = 50
 
@@ -121,9 +123,7 @@ class DocumentController(Controller):
         header_token = request.headers.get("x-csrftoken", "")
         if header_token and not csrf_matches(request, header_token):
             raise PermissionDeniedException("CSRF token verification failed")
-        case = await _readable_case(request, uid)
-        if not documents.may_add_records(request.user, case):
-            raise ShownError(status_code=409, detail="Records can no longer be added to this case.")
+        case = await _addable_case(request, uid)
         declared = int(request.headers.get("content-length") or 0)
         if declared > records.settings.max_file_bytes * MAX_FILES_PER_REQUEST:
             raise documents.UploadRefused(413, "This upload is too large.")
@@ -233,6 +233,96 @@ class DocumentController(Controller):
         )
 
 
+class UploadSessionController(Controller):
+    """Resumable uploads (core/documents/resumable.py) for static/upload.js: declare a file,
+    PUT its chunks in order, ask where it stands after a dropped connection, or cancel. Small
+    JSON answers for the script; refusals are plain sentences, as for the one-request upload.
+    Without JavaScript the form posts to `DocumentController.upload` instead."""
+
+    path = "/cases/{uid:str}/uploads"
+    guards = [signed_in]
+
+    @post("/", status_code=201)
+    async def start(self, request: Request, uid: FromPath[str]) -> dict[str, Any]:
+        case = await _addable_case(request, uid)
+        data = await form_data(request)
+        try:
+            size = int(data.get("size", ""))
+        except ValueError:
+            raise ShownError(detail="Please choose a file to upload.") from None
+        specialty = request.app.state.plugins.specialty(case.specialty)
+        keys = {d.key for d in specialty.required_documents} if specialty else set()
+        item = data.get("checklist_item", "").strip()
+        session = await resumable.start(
+            request.app.state.records,
+            case,
+            filename=data.get("filename", ""),
+            size=size,
+            uploader=request.user,
+            checklist_item=item if item in keys else None,
+        )
+        return (await resumable.progress(session)).as_json()
+
+    @get("/{upload:str}")
+    async def status(
+        self, request: Request, uid: FromPath[str], upload: FromPath[str]
+    ) -> dict[str, Any]:
+        case = await _addable_case(request, uid)
+        return (await resumable.progress(await _session(case, upload))).as_json()
+
+    @put(
+        "/{upload:str}/chunks/{number:int}",
+        opt={"exclude_from_csrf": True},
+        request_max_body_size=None,
+    )
+    async def chunk(
+        self, request: Request, uid: FromPath[str], upload: FromPath[str], number: FromPath[int]
+    ) -> Response[dict[str, Any]]:
+        # Only a script sends chunks, and it always sends the header: checked before any byte.
+        if not csrf_matches(request, request.headers.get("x-csrftoken", "")):
+            raise PermissionDeniedException("CSRF token verification failed")
+        case = await _addable_case(request, uid)
+        session = await _session(case, upload)
+        if int(request.headers.get("content-length") or 0) > session.chunk_size:
+            raise documents.UploadRefused(413, "This piece of the file is too large.")
+        try:
+            state = await resumable.put_chunk(
+                request.app.state.records,
+                session,
+                number,
+                request.stream(),
+                case=case,
+                uploader=request.user,
+                plugins=request.app.state.plugins,
+                specialty=request.app.state.plugins.specialty(case.specialty),
+                ip=client_ip(request),
+            )
+        except resumable.OutOfOrder:
+            # Says where to go on from, e.g. after the answer to an earlier chunk was lost.
+            state = await resumable.progress(await _session(case, upload))
+            return Response(state.as_json(), status_code=409)
+        return Response(state.as_json())
+
+    @delete("/{upload:str}", status_code=204)
+    async def cancel(self, request: Request, uid: FromPath[str], upload: FromPath[str]) -> None:
+        case = await _addable_case(request, uid)
+        await resumable.cancel(request.app.state.records, await _session(case, upload))
+
+
+async def _addable_case(request: Request, uid: str) -> Case:
+    case = await _readable_case(request, uid)
+    if not documents.may_add_records(request.user, case):
+        raise ShownError(status_code=409, detail="Records can no longer be added to this case.")
+    return case
+
+
+async def _session(case: Case, upload: str) -> UploadSession:
+    try:
+        return await resumable.get_session(case, upload)
+    except resumable.SessionNotFound:
+        raise NotFoundException() from None
+
+
 async def _document(case: Case, doc: str) -> Document:
     try:
         return await documents.get_document(case, doc)
@@ -252,4 +342,4 @@ async def who_opened(request: Request, uid: FromPath[str]) -> Template:
     return page(request, "documents/access.html", case=case, lines=lines)
 
 
-ROUTES = [DocumentController, who_opened]
+ROUTES = [DocumentController, UploadSessionController, who_opened]

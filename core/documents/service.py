@@ -192,15 +192,28 @@ async def _used_bytes(*, case: Case | None = None, user: User | None = None) -> 
     return sum(row["size"] for row in await query)
 
 
-async def _limit_for(records: Records, case: Case, user: User | None) -> int:
+async def upload_room(
+    records: Records,
+    case: Case,
+    user: User | None,
+    *,
+    pending_case: int = 0,
+    pending_user: int = 0,
+) -> int:
+    """The largest file this person may add to this case now: the per-file limit, and what is
+    left of the case's and the account's quotas (less `pending` bytes promised to unfinished
+    uploads)."""
     settings = records.settings
-    limit = min(settings.max_file_bytes, settings.max_case_bytes - await _used_bytes(case=case))
+    limit = min(
+        settings.max_file_bytes,
+        settings.max_case_bytes - await _used_bytes(case=case) - pending_case,
+    )
     if user is not None:
-        limit = min(limit, settings.max_user_bytes - await _used_bytes(user=user))
+        limit = min(limit, settings.max_user_bytes - await _used_bytes(user=user) - pending_user)
     return limit
 
 
-def _mib(size: int) -> str:
+def mib(size: int) -> str:
     return f"{size / 1024**2:,.0f} MB" if size >= 1024**2 else f"{size / 1024:,.0f} KB"
 
 
@@ -232,12 +245,12 @@ async def store_upload(
 ) -> Document:
     """Seal and store one upload as it arrives. Raises UploadRefused (and keeps nothing) for a
     refused kind or a limit; the limit is enforced while streaming, whatever the headers said."""
-    limit = await _limit_for(records, case, uploader)
+    limit = await upload_room(records, case, uploader)
     if limit <= 0:
         raise UploadRefused(413, "This case has no room for more files. Please contact us.")
     head, _ = await _take_head(chunks)
     too_large = UploadRefused(
-        413, f"This file is too large. The most we accept here is {_mib(limit)}."
+        413, f"This file is too large. The most we accept here is {mib(limit)}."
     )
     if len(head) > limit:  # the first network chunk can hold a whole small file
         raise too_large

@@ -57,3 +57,30 @@ class Document(Table, tablename="document_document"):
     facts = JSON(default="{}")  # what a plugin read from the file (DICOM tags)
     created_at = Timestamptz(default=TimestamptzNow())
     completed_at = Timestamptz(null=True, default=None)
+
+
+class UploadSession(Table, tablename="document_upload_session"):
+    """A resumable upload in progress: the file arrives in fixed-size chunks, each sealed as
+    it streams in and stored as its own part object (`<part_prefix>-<n>`); a dropped connection
+    costs at most the chunk in flight. When the last chunk is in, the parts are read back in
+    order, opened, and stored as one document through the ordinary upload path."""
+
+    uid = UUID(unique=True, index=True)
+    case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
+    uploaded_by = ForeignKey(User, on_delete=OnDelete.cascade, null=True, default=None)
+    source = Varchar(length=12, default="patient")  # patient | provider
+    provider_link = ForeignKey(ProviderLink, on_delete=OnDelete.set_null, null=True, default=None)
+    filename = Varchar(length=200)  # sanitised, for display only
+    size = BigInt()  # declared plaintext bytes; every chunk's length follows from it
+    chunk_size = Integer()
+    chunks_done = Integer(default=0)  # chunks 0..chunks_done-1 are durably stored
+    checklist_item = Varchar(length=40, null=True, default=None)
+    part_prefix = Varchar(length=32, unique=True)  # random
+    file_id = Varchar(length=32)  # hex; each part's file id is derived from it and its number
+    key_id = Varchar(length=40)
+    wrapped_key = Text()  # base64; one data key for the parts of this upload only
+    status = Varchar(length=12, default="open", index=True)  # open | assembling | done | failed
+    message = Varchar(length=300, default="")  # why it failed, for the person
+    document = ForeignKey(Document, on_delete=OnDelete.set_null, null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+    updated_at = Timestamptz(default=TimestamptzNow(), index=True)

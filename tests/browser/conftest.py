@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from core import db
+from core.accounts import service as accounts
 from core.app import create_app
 from core.settings import Settings
 from tests.conftest import SECRET
+from tests.support import PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -100,3 +103,13 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def register_patient(email: str, full_name: str, country: str = "PK") -> str:
+    """A confirmed patient account on the live server's database (password PASSWORD)."""
+    registration = accounts.register_patient(
+        email=email, password=PASSWORD, full_name=full_name, phone="", country=country, ip=None
+    )
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
+        pool.submit(asyncio.run, registration).result()
+    return email

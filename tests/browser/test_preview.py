@@ -4,18 +4,15 @@ be downloaded; every look is listed on the patient's access page."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from core.accounts import service as accounts
-from tests.browser.conftest import ARTIFACTS, LiveServer, screenshot
+from tests.browser.conftest import ARTIFACTS, LiveServer, register_patient, screenshot
 from tests.support import PASSWORD
 from tests.test_preview import make_pdf, make_png
 
@@ -43,13 +40,7 @@ PIXELS = """canvas => {
 
 @pytest.fixture(scope="module")
 def patient(live_server: LiveServer) -> str:
-    email = "preview-browser@example.com"
-    registration = accounts.register_patient(
-        email=email, password=PASSWORD, full_name="Sana Malik", phone="", country="PK", ip=None
-    )
-    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
-        pool.submit(asyncio.run, registration).result()
-    return email
+    return register_patient("preview-browser@example.com", "Sana Malik")
 
 
 def serious_violations(page: Page) -> list[str]:

@@ -3,30 +3,21 @@ browser, and downloads a file back bit-identical; every opening shows on their a
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from core.accounts import service as accounts
-from tests.browser.conftest import LiveServer, screenshot
+from tests.browser.conftest import LiveServer, register_patient, screenshot
 from tests.support import PASSWORD
 from tests.test_documents import PDF, dicom_series, zipped
 
 
 @pytest.fixture(scope="module")
 def patient(live_server: LiveServer) -> str:
-    email = "records-browser@example.com"
-    registration = accounts.register_patient(
-        email=email, password=PASSWORD, full_name="Hina Qureshi", phone="", country="PK", ip=None
-    )
-    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
-        pool.submit(asyncio.run, registration).result()
-    return email
+    return register_patient("records-browser@example.com", "Hina Qureshi")
 
 
 def test_records_upload_provider_link_and_download(
