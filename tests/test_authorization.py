@@ -136,6 +136,12 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/cases/{uid:str}/access"): owner_only(200),
     ("GET", "/upload/{token:str}"): dict.fromkeys(VISITORS, 404),
     ("POST", "/upload/{token:str}"): dict.fromkeys(VISITORS, 404),
+    ("POST", "/upload/{token:str}/uploads"): dict.fromkeys(VISITORS, 404),
+    ("GET", "/upload/{token:str}/uploads/{upload:str}"): dict.fromkeys(VISITORS, 404),
+    ("PUT", "/upload/{token:str}/uploads/{upload:str}/chunks/{number:int}"): dict.fromkeys(
+        VISITORS, 404
+    ),
+    ("DELETE", "/upload/{token:str}/uploads/{upload:str}"): dict.fromkeys(VISITORS, 404),
     ("GET", "/cases/{uid:str}/documents/{doc:str}"): {
         **owner_only(200),
         "doctor": 404,

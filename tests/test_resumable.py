@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.cases import service as cases
 from core.db import configure_database
+from core.documents import links
 from core.documents.maintenance import scrub
 from core.documents.tables import Document, UploadSession
 from tests.conftest import make_settings, open_client
@@ -265,3 +267,46 @@ async def test_scrub_keeps_parts_of_unfinished_uploads(small_chunks) -> None:
     await UploadSession.delete().where(UploadSession.uid == upload)
     report = await scrub(app.state.records)
     assert len(report.orphans) == 1 and report.orphans[0].endswith("-000000")
+
+
+async def test_provider_sends_a_large_file_through_the_link(small_chunks) -> None:
+    app, _, client = small_chunks
+    person, uid = await new_case(client, "provider-big@example.com")
+    case = await cases.get_own_case(person.user, uid)
+    link, token = await links.create_link(person.user, case, max_uses=2, ip=None)
+    _, other_token = await links.create_link(person.user, case, ip=None)
+    async with open_client(app) as provider:
+        assert (await provider.get(f"/upload/{token}")).status_code == 200
+        base = f"/upload/{token}/uploads"
+        started = await provider.post(
+            base, data={"filename": "study.pdf", "size": str(len(DATA))}, headers=headers(provider)
+        )
+        assert started.status_code == 201, started.text
+        assert started.headers["referrer-policy"] == "no-referrer"
+        upload = started.json()["upload"]
+        # Another link to the same case does not reach this upload.
+        elsewhere = await provider.get(f"/upload/{other_token}/uploads/{upload}")
+        assert elsewhere.status_code == 404
+        for number in range(4):
+            answer = await provider.put(
+                f"{base}/{upload}/chunks/{number}", content=piece(number), headers=headers(provider)
+            )
+            assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "done"
+
+        # A refused file gives its use back, so the provider can send the right one.
+        page = b"<html><script>x</script></html>" + b" " * CHUNK
+        wrong = (
+            await provider.post(
+                base, data={"filename": "x.pdf", "size": str(len(page))}, headers=headers(provider)
+            )
+        ).json()["upload"]
+        refused = await provider.put(
+            f"{base}/{wrong}/chunks/0", content=page[:CHUNK], headers=headers(provider)
+        )
+        assert refused.status_code == 415
+    [doc] = await Document.objects()
+    assert doc.source == "provider" and doc.provider_link == link.id and doc.uploaded_by is None
+    assert (await client.get(f"/cases/{uid}/documents/{doc.uid}")).content == DATA
+    await link.refresh()
+    assert link.uses == 1

@@ -143,13 +143,12 @@ async def create_link(
     return link, token
 
 
-def _usable(case_id: int | None = None):
-    """Where a link can still be used (optionally: on this case)."""
-    where = (
-        ProviderLink.revoked_at.is_null()
-        & (ProviderLink.expires_at > now())
-        & (ProviderLink.uses < ProviderLink.max_uses)
-    )
+def _usable(case_id: int | None = None, *, uses_left: bool = True):
+    """Where a link can still be used (optionally: on this case). Without `uses_left`, a link
+    whose uses are all taken still counts: an upload that took the last use may finish."""
+    where = ProviderLink.revoked_at.is_null() & (ProviderLink.expires_at > now())
+    if uses_left:
+        where &= ProviderLink.uses < ProviderLink.max_uses
     if case_id is not None:
         where &= ProviderLink.case == case_id
     return where
@@ -246,14 +245,15 @@ async def revoke(patient: User, case: Case, link_uid: str, *, ip: str | None) ->
 # The provider's side ---------------------------------------------------------------------------
 
 
-async def resolve(token: str) -> tuple[ProviderLink, Case] | None:
+async def resolve(token: str, *, uses_left: bool = True) -> tuple[ProviderLink, Case] | None:
     """The link and its case while the link works; None for an unknown, expired, revoked or
-    used-up link, or a case that no longer takes records (one answer for every reason)."""
+    used-up link, or a case that no longer takes records (one answer for every reason).
+    `uses_left=False` is for going on with an upload that already took its use."""
     if not token or len(token) > MAX_TOKEN_CHARS:
         return None
     link = (
         await ProviderLink.objects()
-        .where((ProviderLink.token_hash == token_hash(token)) & _usable())
+        .where((ProviderLink.token_hash == token_hash(token)) & _usable(uses_left=uses_left))
         .first()
     )
     if link is None:

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
 from litestar.response import Redirect, Response
 
 from core.cases import service as cases
 from core.cases.tables import Case
-from core.documents import links
+from core.documents import links, resumable
 from core.documents import service as documents
 from core.documents.routes import MAX_FILES_PER_REQUEST, MultipartStream, csrf_matches
-from core.documents.tables import ProviderLink
+from core.documents.tables import ProviderLink, UploadSession
 from core.security import PATIENT, record_denied, role_guard
 from core.web import client_ip, form_data, page
 
@@ -232,4 +232,140 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
     return _provider_page(request, link, case, token, state="done", stored=stored)
 
 
-ROUTES = [ProviderLinkController, provider_form, provider_upload]
+# Resumable uploads behind a link (see core/documents/resumable.py and static/upload.js): the
+# same protocol as the patient's, each large file taking one use of the link when it starts.
+
+
+async def _live_link(token: str) -> tuple[ProviderLink, Case]:
+    """A link for going on with an upload it started (which took its use already)."""
+    found = await links.resolve(token, uses_left=False)
+    if found is None:
+        raise _LinkGone
+    return found
+
+
+class _LinkGone(Exception):
+    pass
+
+
+async def _link_session(case: Case, link: ProviderLink, upload: str) -> UploadSession:
+    try:
+        return await resumable.get_session(case, upload, provider_link_id=link.id)
+    except resumable.SessionNotFound:
+        raise _LinkGone from None
+
+
+def _json(data: dict[str, Any], status: int = 200) -> Response:
+    return _with_headers(Response(data, status_code=status))
+
+
+def _refused(refused: documents.UploadRefused) -> Response:
+    return _with_headers(
+        Response(refused.message, status_code=refused.status, media_type="text/plain")
+    )
+
+
+@post("/upload/{token:str}/uploads", status_code=201)
+async def provider_start(request: Request, token: FromPath[str]) -> Response:
+    try:
+        link, case = await _live_link(token)
+    except _LinkGone:
+        return _invalid(request)
+    data = await form_data(request)
+    try:
+        size = int(data.get("size", ""))
+    except ValueError:
+        return _refused(documents.UploadRefused(400, "Please choose a file to send."))
+    ip = client_ip(request)
+    if not await links.use(link, ip=ip):
+        return _invalid(request)
+    try:
+        session = await resumable.start(
+            request.app.state.records,
+            case,
+            filename=data.get("filename", ""),
+            size=size,
+            uploader=None,
+            source="provider",
+            provider_link_id=link.id,
+        )
+    except documents.UploadRefused as refused:
+        await links.release(link, ip=ip)
+        return _refused(refused)
+    return _json((await resumable.progress(session)).as_json(), 201)
+
+
+@get("/upload/{token:str}/uploads/{upload:str}")
+async def provider_status(
+    request: Request, token: FromPath[str], upload: FromPath[str]
+) -> Response:
+    try:
+        link, case = await _live_link(token)
+        session = await _link_session(case, link, upload)
+    except _LinkGone:
+        return _invalid(request)
+    return _json((await resumable.progress(session)).as_json())
+
+
+@put(
+    "/upload/{token:str}/uploads/{upload:str}/chunks/{number:int}",
+    opt={"exclude_from_csrf": True},
+    request_max_body_size=None,
+)
+async def provider_chunk(
+    request: Request, token: FromPath[str], upload: FromPath[str], number: FromPath[int]
+) -> Response:
+    if not csrf_matches(request, request.headers.get("x-csrftoken", "")):
+        raise PermissionDeniedException("CSRF token verification failed")
+    try:
+        link, case = await _live_link(token)
+        session = await _link_session(case, link, upload)
+    except _LinkGone:
+        return _invalid(request)
+    if int(request.headers.get("content-length") or 0) > session.chunk_size:
+        return _refused(documents.UploadRefused(413, "This piece of the file is too large."))
+    ip = client_ip(request)
+    try:
+        state = await resumable.put_chunk(
+            request.app.state.records,
+            session,
+            number,
+            request.stream(),
+            case=case,
+            uploader=None,
+            plugins=request.app.state.plugins,
+            specialty=request.app.state.plugins.specialty(case.specialty),
+            ip=ip,
+        )
+    except resumable.OutOfOrder:
+        state = await resumable.progress(await _link_session(case, link, upload))
+        return _json(state.as_json(), 409)
+    except documents.UploadRefused as refused:
+        if (await _link_session(case, link, upload)).status == resumable.FAILED:
+            await links.release(link, ip=ip)  # nothing of it was kept: the provider may retry
+        return _refused(refused)
+    return _json(state.as_json())
+
+
+@delete("/upload/{token:str}/uploads/{upload:str}", status_code=204)
+async def provider_cancel(request: Request, token: FromPath[str], upload: FromPath[str]) -> None:
+    try:
+        link, case = await _live_link(token)
+        session = await _link_session(case, link, upload)
+    except _LinkGone:
+        raise NotFoundException() from None
+    unfinished = session.status == resumable.OPEN  # a failed one gave its use back already
+    await resumable.cancel(request.app.state.records, session)
+    if unfinished:
+        await links.release(link, ip=client_ip(request))
+
+
+ROUTES = [
+    ProviderLinkController,
+    provider_form,
+    provider_upload,
+    provider_start,
+    provider_status,
+    provider_chunk,
+    provider_cancel,
+]

@@ -188,16 +188,18 @@ async def start(
     return session
 
 
-async def get_session(case: Case, uid: str) -> UploadSession:
+async def get_session(
+    case: Case, uid: str, *, provider_link_id: int | None = None
+) -> UploadSession:
+    """This case's upload; with `provider_link_id`, only one started through that link."""
     try:
         parsed = uuid.UUID(uid)
     except ValueError:
         raise SessionNotFound from None
-    session = (
-        await UploadSession.objects()
-        .where((UploadSession.uid == parsed) & (UploadSession.case == case.id))
-        .first()
-    )
+    where = (UploadSession.uid == parsed) & (UploadSession.case == case.id)
+    if provider_link_id is not None:
+        where &= UploadSession.provider_link == provider_link_id
+    session = await UploadSession.objects().where(where).first()
     if session is None:
         raise SessionNotFound
     return session
