@@ -213,12 +213,21 @@
               remember(file, null);
               throw new Refused(current.message || "This file could not be saved. Please upload it again.");
             }
+            if (current.status === "assembling") {
+              // Every piece is in and the server is checking and storing the file.
+              say("Checking and saving " + file.name + "…");
+              return sleep(1000)
+                .then(function () { return patiently(function () { return send("GET", url, token).then(state); }); })
+                .then(step);
+            }
             var number = current.chunks_done;
             var start = number * current.chunk_size;
             var piece = file.slice(start, Math.min(start + current.chunk_size, file.size));
             return patiently(function () {
+              var last = number === current.chunks - 1;
               return send("PUT", url + "/chunks/" + number, token, piece, function (loaded) {
-                say("Uploading " + file.name + "… " + show(Math.min(loaded, piece.size)) + "%");
+                if (last && loaded >= piece.size) say("Checking and saving " + file.name + "…");
+                else say("Uploading " + file.name + "… " + show(Math.min(loaded, piece.size)) + "%");
               }).then(state, function (error) {
                 // Lost on the way: ask where the server stands before sending anything again.
                 return send("GET", url, token).then(state).then(function (found) {

@@ -310,3 +310,17 @@ async def test_provider_sends_a_large_file_through_the_link(small_chunks) -> Non
     assert (await client.get(f"/cases/{uid}/documents/{doc.uid}")).content == DATA
     await link.refresh()
     assert link.uses == 1
+
+
+async def test_case_page_lists_unfinished_uploads(small_chunks) -> None:
+    _, _, client = small_chunks
+    _, uid = await new_case(client, "unfinished@example.com")
+    upload = (await start(client, uid, len(DATA), "<img src=x onerror=alert(1)>.pdf")).json()
+    await put(client, uid, upload["upload"], 0, piece(0))
+    page = (await client.get(f"/cases/{uid}")).text
+    assert "Not finished yet" in page
+    assert "33% received" in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.pdf" in page and "<img src=x" not in page
+    for number in range(1, 4):
+        await put(client, uid, upload["upload"], number, piece(number))
+    assert "Not finished yet" not in (await client.get(f"/cases/{uid}")).text

@@ -19,6 +19,7 @@ from core.cases import service as cases
 from core.cases import states
 from core.cases.tables import Case
 from core.documents import links as provider_links
+from core.documents import resumable
 from core.documents import service as documents
 from core.forms import MappingFormData, visible_names
 from core.security import PATIENT, role_guard
@@ -276,6 +277,7 @@ class CaseController(Controller):
             questions=cases.questions_of(case),
             documents=documents.record_lines(await documents.documents_of(case)),
             can_upload=documents.may_add_records(request.user, case),
+            unfinished=await resumable.unfinished(case),
             links=await provider_links.links_of(case),
         )
 

@@ -388,17 +388,42 @@ async def cancel(records: service.Records, session: UploadSession) -> None:
 
 
 async def purge_expired(records: service.Records) -> int:
-    """Forget uploads nobody touched for `upload_expiry_hours`, with their parts."""
+    """Forget uploads nobody touched for `upload_expiry_hours`, with any parts left."""
     cutoff = service.now() - timedelta(hours=records.settings.upload_expiry_hours)
     stale = (
         await UploadSession.objects()
-        .where((UploadSession.updated_at < cutoff) & (UploadSession.status != DONE))
+        .where(UploadSession.updated_at < cutoff)  # finished ones too: their parts are gone
         .limit(PURGE_BATCH)
     )
     for session in stale:
         await _delete_parts(records, session)
         await UploadSession.delete().where(UploadSession.id == session.id)
     return len(stale)
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    filename: str
+    size: int
+    received_bytes: int
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.received_bytes / self.size) if self.size else 0
+
+
+async def unfinished(case: Case) -> list[Unfinished]:
+    """Uploads to this case that stopped part-way, for the case page: choosing the same file
+    again goes on from where it stopped."""
+    rows = (
+        await UploadSession.objects()
+        .where((UploadSession.case == case.id) & (UploadSession.status == OPEN))
+        .order_by(UploadSession.created_at)
+    )
+    return [
+        Unfinished(row.filename, row.size, min(row.chunks_done * row.chunk_size, row.size))
+        for row in rows
+    ]
 
 
 async def part_prefixes(prefixes: list[str]) -> set[str]:
