@@ -18,12 +18,13 @@ install: $(STAMP)
 
 # Serve the demo on http://127.0.0.1:8000 (SQLite + local encrypted files under ./var/).
 run: install
+	@sh scripts/system-deps.sh runtime
 	$(BIN)/consilium check-config
 	$(BIN)/consilium migrate
 	$(BIN)/consilium seed-demo
 	$(BIN)/consilium serve --no-migrate
 
-# Debian packages the tests need (Chromium for the browser tests).
+# Debian packages the tests need (WeasyPrint's libraries; Chromium for the browser tests).
 system-deps:
 	@sh scripts/system-deps.sh
 

@@ -17,5 +17,6 @@ APP_REGISTRY = AppRegistry(
         "core.notifications.piccolo_app",
         "core.cases.piccolo_app",
         "core.documents.piccolo_app",
+        "core.payments.piccolo_app",
     ]
 )

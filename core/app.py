@@ -22,7 +22,7 @@ from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
 
-from core import db
+from core import db, runtime
 from core.accounts import passwords
 from core.errors import exception_handlers, render_error
 from core.plugins import PluginHost
@@ -78,12 +78,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from core.documents.service import Records, UploadRefused
     from core.notifications.worker import OutboxWorker
     from core.pages import ROUTES as PAGE_ROUTES
+    from core.payments.routes import ROUTES as PAYMENT_ROUTES
 
     settings = settings or load_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     db.configure_database(settings)
     passwords.configure_concurrency(settings.password_hash_concurrency)
     plugins = PluginHost.load(settings)
+    runtime.configure_plugins(plugins)
     worker = OutboxWorker(settings)
     records = Records.open(settings)
 
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *CASE_ROUTES,
             *DOCUMENT_ROUTES,
             *PROVIDER_ROUTES,
+            *PAYMENT_ROUTES,
             *static_routers,
         ],
         lifespan=[lifespan],

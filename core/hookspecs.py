@@ -12,6 +12,8 @@ from typing import Any, BinaryIO
 
 import pluggy
 
+from core.payments.providers import PaymentProvider
+from core.settings import Settings
 from core.specialty import Assets, DocumentFacts, Specialty
 
 PROJECT = "consilium"
@@ -52,4 +54,12 @@ def consilium_inspect_document(
     what you open. Return what you found (facts, flags, the checklist item it satisfies) or None.
     Called for every specialty and every document: return None at once for what is not yours.
     Blocking: core calls it in a worker thread."""
+    raise NotImplementedError
+
+
+@hookspec
+def consilium_payment_providers(settings: Settings) -> list[PaymentProvider] | None:
+    """Return the payment providers this plugin offers (instances of `PaymentProvider`),
+    configured from `settings`; return None or [] when not configured. Which of all offered
+    providers patients see, and in which order, is the `payment_providers` setting."""
     raise NotImplementedError

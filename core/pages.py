@@ -6,27 +6,37 @@ from litestar import Request, get
 from litestar.response import Template
 
 from core.cases import service as cases
-from core.cases.states import PATIENT_STATUS
-from core.payments.fees import DEFAULT_FEES
-from core.security import PATIENT, signed_in
+from core.cases.states import PATIENT_STATUS, RECEIVED
+from core.cases.tables import Case
+from core.payments import service as payments
+from core.security import ADMIN, COORDINATOR, PATIENT, signed_in
 from core.web import page
 
 
 @get("/", name="home")
 async def home(request: Request) -> Template:
     specialties = request.app.state.plugins.specialties()
-    return page(request, "pages/home.html", specialties=specialties, fees=DEFAULT_FEES)
+    rules = [rule for rule in await payments.fee_rules(active_only=True) if not rule.specialty]
+    rules.sort(key=lambda rule: rule.country == "")  # "everyone else" last
+    fees = [payments.Quote(rule.label, rule.currency, rule.amount_minor) for rule in rules]
+    return page(request, "pages/home.html", specialties=specialties, fees=fees)
 
 
 @get("/dashboard", guards=[signed_in])
 async def dashboard(request: Request) -> Template:
     user = request.user
     own_cases = await cases.cases_of(user) if user.role == PATIENT else []
+    received = (
+        await Case.objects().where(Case.status == RECEIVED).order_by(Case.due_on)
+        if user.role in (COORDINATOR, ADMIN)
+        else []
+    )
     return page(
         request,
         "pages/dashboard.html",
         user=user,
         cases=own_cases,
+        received=received,
         statuses=PATIENT_STATUS,
         specialties={s.slug: s for s in request.app.state.plugins.specialties()},
     )

@@ -19,10 +19,15 @@ from jinja2 import BaseLoader, FileSystemLoader
 from litestar.static_files import create_static_files_router
 
 from core import hookspecs
+from core.payments.providers import PaymentProvider
 from core.settings import Settings
 from core.specialty import Assets, DocumentFacts, Specialty
 
 log = logging.getLogger("consilium.plugins")
+
+# Core's own hook implementations, registered through the entry points like any plugin's, and
+# loaded whatever the allowlist says (the payment providers core ships).
+CORE_ENTRY_POINTS = {"payments"}
 
 
 @dataclass
@@ -45,6 +50,8 @@ class PluginHost:
         manager.add_hookspecs(hookspecs)
         infos: list[PluginInfo] = []
         allow = set(settings.plugins_allowlist) if settings.plugins_allowlist else None
+        if allow is not None:
+            allow |= CORE_ENTRY_POINTS
         entries = importlib.metadata.entry_points(group=hookspecs.PROJECT)
         candidates = [(ep.name, ep) for ep in entries if allow is None or ep.name in allow]
         for name, entry in sorted(candidates, key=lambda pair: pair[0]):
@@ -79,6 +86,14 @@ class PluginHost:
 
     def specialty(self, slug: str) -> Specialty | None:
         return next((s for s in self.specialties() if s.slug == slug), None)
+
+    def payment_providers(self, settings: Settings) -> dict[str, PaymentProvider]:
+        """Every provider offered by a plugin, by name (the first of a name wins)."""
+        found: dict[str, PaymentProvider] = {}
+        for batch in self.manager.hook.consilium_payment_providers(settings=settings):
+            for provider in batch or []:
+                found.setdefault(provider.name, provider)
+        return found
 
     def validate_intake(
         self, specialty: Specialty, values: dict, subject_birth_date: date | None

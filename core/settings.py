@@ -149,7 +149,39 @@ class Settings(BaseSettings):
     )
     contact_email: str = Field("second-opinion@consilium.invalid", description="Contact email.")
     contact_phone: str = Field("+92 42 0000 0000", description="Contact telephone.")
-    turnaround_working_days: int = Field(5, ge=1, description="Promised turnaround.")
+    turnaround_working_days: int = Field(
+        5, ge=1, description="Promised turnaround in working days, counted from `received`."
+    )
+    holiday_country: str = Field(
+        "PK",
+        min_length=2,
+        max_length=2,
+        description="Country whose public holidays are not working days (`holidays` package).",
+    )
+    weekend_days: list[int] = Field(
+        default_factory=lambda: [5, 6],
+        description="Days that are not working days, as a JSON list (Monday 0 … Sunday 6).",
+    )
+    payment_providers: list[str] = Field(
+        default_factory=lambda: ["sandbox", "offline"],
+        description="Payment providers offered to patients, in this order (JSON list): "
+        "`sandbox` (test checkout, refused in production), `offline`, `stripe`, or a plugin's.",
+    )
+    offline_payment_instructions: str = Field(
+        "Pay by bank transfer to Consilium Hospital, account PK00 CONS 0000 0000 0000 0000, "
+        "or at the hospital's cash desk. Quote the payment reference below.",
+        description="What patients are told about paying offline (bank transfer, cash desk).",
+    )
+    stripe_secret_key: str | None = Field(None, description="Stripe secret API key (`sk_…`).")
+    stripe_webhook_secret: str | None = Field(
+        None, description="Signing secret of the Stripe webhook endpoint (`whsec_…`)."
+    )
+    stripe_api_base: str = Field(
+        "https://api.stripe.com", description="Stripe API address (tests point it elsewhere)."
+    )
+    stripe_webhook_tolerance_seconds: int = Field(
+        300, ge=1, description="Oldest Stripe webhook signature accepted."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="Log level of the app's own loggers."
     )
@@ -168,6 +200,22 @@ class Settings(BaseSettings):
         if value and urlsplit(value).scheme not in {"postgres", "postgresql", "sqlite"}:
             raise ValueError("must start with postgresql:// (or sqlite:///path)")
         return value or None
+
+    @field_validator("weekend_days")
+    @classmethod
+    def _check_weekend(cls, value: list[int]) -> list[int]:
+        if any(day not in range(7) for day in value) or len(set(value)) > 6:
+            raise ValueError("must list weekdays 0 (Monday) to 6 (Sunday), leaving one working")
+        return sorted(set(value))
+
+    @field_validator("holiday_country")
+    @classmethod
+    def _check_holiday_country(cls, value: str) -> str:
+        import holidays
+
+        if value.upper() not in holidays.list_supported_countries():
+            raise ValueError("is not a country the `holidays` package knows")
+        return value.upper()
 
     @field_validator("secret_key")
     @classmethod
@@ -189,6 +237,8 @@ class Settings(BaseSettings):
             problems.append("CONSILIUM_BASE_URL must be https:// (TLS in front of the app)")
         if self.cookie_secure is False:
             problems.append("CONSILIUM_COOKIE_SECURE must not be false")
+        if "sandbox" in self.payment_providers:
+            problems.append("CONSILIUM_PAYMENT_PROVIDERS must not offer the test `sandbox`")
         if problems:
             raise ValueError("production refuses insecure settings: " + "; ".join(problems))
         return self

@@ -59,6 +59,23 @@ NOTICES: dict[str, tuple[str, str]] = {
     "records-uploaded": ("success", "Your files are uploaded and stored encrypted."),
     "request-cancelled": ("info", "The request is cancelled."),
     "cannot-cancel": ("error", "This request can no longer be cancelled. Please contact us."),
+    "payment-returned": (
+        "info",
+        "Thank you. The page shows your payment as soon as the payment service confirms it.",
+    ),
+    "payment-failed": (
+        "error",
+        "The payment did not go through and nothing was charged. You can try again.",
+    ),
+    "payment-abandoned": ("info", "The payment was not completed. Nothing was charged."),
+    "payment-offline": (
+        "info",
+        "Please pay using the instructions below. We start once our staff see your payment.",
+    ),
+    "payment-recorded": ("success", "The payment is recorded."),
+    "case-declined": ("success", "The case is declined; refunds are shown below."),
+    "refund-recorded": ("success", "The refund is recorded."),
+    "fee-saved": ("success", "The fee schedule is saved. It applies to cases submitted from now."),
 }
 
 
@@ -73,6 +90,9 @@ def install_template_helpers(environment: Environment, settings: Settings) -> No
         return value.astimezone(zone).strftime("%-d %b %Y %H:%M")
 
     environment.filters["localtime"] = localtime
+    from core.payments.service import money  # amounts in minor units, shown the same everywhere
+
+    environment.globals["money"] = money
     environment.globals["display"] = display_value
     environment.globals["group_indexes"] = lambda raw, base: group_indexes(
         MappingFormData(raw), base

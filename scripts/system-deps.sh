@@ -1,10 +1,16 @@
 #!/bin/sh
-# Installs the Debian packages the test suite needs, when they are missing.
+# Installs the Debian packages Consilium needs, when they are missing.
+#   system-deps.sh          everything `make test` needs (Chromium for the browser tests too)
+#   system-deps.sh runtime  only what the running service needs (WeasyPrint's libraries)
 set -eu
-PACKAGES="chromium fonts-dejavu-core"
+RUNTIME="libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
+TEST="chromium poppler-utils"
+wanted="$RUNTIME"
+[ "${1:-all}" = runtime ] || wanted="$RUNTIME $TEST"
 missing=""
-command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
-dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing="$missing fonts-dejavu-core"
+for package in $wanted; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
+done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
   echo "Please install these Debian packages first:$missing" >&2

@@ -8,6 +8,7 @@ Rows for patient B / other doctor arrive with the first patient-owned objects (c
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from httpx import AsyncClient
@@ -18,6 +19,8 @@ from core.app import create_app
 from core.cases import service as cases
 from core.documents import links, resumable
 from core.documents.service import store_upload
+from core.payments import service as payments
+from core.payments.tables import Payment
 from core.settings import Settings
 from tests.conftest import make_settings, open_client
 from tests.support import csrf_token, make_person, post_form, sign_in
@@ -161,6 +164,41 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "coordinator": 200,
         "admin": 200,
     },
+    # Payments. The matrix's case is a draft: paying it is refused (409); its one payment
+    # (made in the fixture) is paid, so its receipt exists.
+    ("POST", "/cases/{uid:str}/payments"): owner_only(409, anonymous=401),
+    ("GET", "/cases/{uid:str}/payments/{payment:str}/receipt"): {
+        **owner_only(200),
+        "doctor": 404,
+        "coordinator": 200,
+        "admin": 200,
+    },
+    ("GET", "/payments/sandbox/{payment:str}"): owner_only(303),  # paid: back to the case
+    ("POST", "/payments/sandbox/{payment:str}"): owner_only(303, anonymous=401),
+    ("POST", "/payments/webhooks/{provider:str}"): dict.fromkeys(VISITORS, 400),  # unsigned
+    ("GET", "/staff/cases"): {**only("coordinator"), "admin": 200},
+    ("GET", "/staff/cases/{uid:str}"): {**only("coordinator"), "admin": 200},
+    # A draft has no fee: nothing to record (409); declining needs a reason (400).
+    ("POST", "/staff/cases/{uid:str}/payments"): {
+        **only("coordinator", 409, anonymous=401),
+        "admin": 409,
+    },
+    ("POST", "/staff/cases/{uid:str}/decline"): {
+        **only("coordinator", 400, anonymous=401),
+        "admin": 400,
+    },
+    ("POST", "/staff/cases/{uid:str}/refunds"): {
+        **only("coordinator", 409, anonymous=401),
+        "admin": 409,
+    },
+    ("POST", "/staff/cases/{uid:str}/payments/{payment:str}/refunded"): {
+        **only("coordinator", 400, anonymous=401),
+        "admin": 400,
+    },
+    ("GET", "/admin/fees"): only("admin"),
+    ("POST", "/admin/fees"): only("admin", 400, anonymous=401),
+    ("GET", "/admin/fees/{rule:str}"): only("admin"),
+    ("POST", "/admin/fees/{rule:str}"): only("admin", 400, anonymous=401),
 }
 
 
@@ -185,6 +223,9 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("{token:str}", "no-such-token-" + "x" * 30)
         .replace("/requests/{uid:str}", "/requests/" + ids["case"])
         .replace("/cases/{uid:str}", "/cases/" + ids["case"])
+        .replace("{payment:str}", ids["payment"])
+        .replace("{provider:str}", "sandbox")
+        .replace("{rule:str}", ids["rule"])
         .replace("{doc:str}", ids["document"])
         .replace("{link:str}", ids["link"])
         .replace("{upload:str}", ids["upload"])
@@ -229,7 +270,22 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
     upload = await resumable.start(
         running_app.state.records, case, filename="scan.pdf", size=2048, uploader=None
     )
+    paid = Payment(
+        case=case.id,
+        provider="sandbox",
+        status="succeeded",
+        currency="PKR",
+        amount_minor=450_000,
+        idempotency_key=f"matrix-{case.uid}",
+        method="Test card",
+        receipt_number="R-2026-99999",
+        paid_at=datetime.now(UTC),
+    )
+    await Payment.insert(paid)
+    rule = (await payments.fee_rules())[0]
     ids = {
+        "payment": str(paid.uid),
+        "rule": str(rule.uid),
         "staff": str(target.user.uid),
         "case": str(case.uid),
         "document": str(document.uid),

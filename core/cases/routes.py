@@ -264,22 +264,33 @@ class CaseController(Controller):
 
     @get("/{uid:str}")
     async def show(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        case = await _own_case(request, uid)
-        specialty = request.app.state.plugins.specialty(case.specialty)
-        return page(
-            request,
-            "cases/case.html",
-            case=case,
-            specialty=specialty,
-            status=states.PATIENT_STATUS[case.status],
-            events=await cases.timeline(case),
-            answers=cases.answers_of(case),
-            questions=cases.questions_of(case),
-            documents=documents.record_lines(await documents.documents_of(case)),
-            can_upload=documents.may_add_records(request.user, case),
-            unfinished=await resumable.unfinished(case),
-            links=await provider_links.links_of(case),
-        )
+        return await case_page(request, await _own_case(request, uid))
+
+
+async def case_page(
+    request: Request, case: Case, status_code: int = 200, payment_error: str = ""
+) -> Template:
+    """The patient's case page (also re-rendered with a payment problem)."""
+    from core.payments import service as payments
+
+    specialty = request.app.state.plugins.specialty(case.specialty)
+    return page(
+        request,
+        "cases/case.html",
+        status_code,
+        case=case,
+        specialty=specialty,
+        status=states.PATIENT_STATUS[case.status],
+        events=await cases.timeline(case),
+        answers=cases.answers_of(case),
+        questions=cases.questions_of(case),
+        documents=documents.record_lines(await documents.documents_of(case)),
+        can_upload=documents.may_add_records(request.user, case),
+        unfinished=await resumable.unfinished(case),
+        links=await provider_links.links_of(case),
+        payment=await payments.summary(case, specialty),
+        payment_error=payment_error,
+    )
 
 
 ROUTES = [RequestController, CaseController]

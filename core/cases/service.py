@@ -346,7 +346,11 @@ async def submit(
     await save_intake(case, specialty, plugins, draft["intake"])
     await save_questions(case, draft["questions"])
     await save_preferred_doctor(case, draft["doctor"])
-    await transition(case, "submit", patient, ip=ip)
+    from core.payments import service as payments  # payments builds on cases
+
+    async with db.transaction():  # the fee is fixed in the same step as the submission
+        await transition(case, "submit", patient, ip=ip)
+        await payments.fix_fee(case, patient)
     return {}
 
 

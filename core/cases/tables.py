@@ -41,6 +41,9 @@ class Case(Table, tablename="case_case"):
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
     submitted_at = Timestamptz(null=True, default=None)
+    received_at = Timestamptz(null=True, default=None)  # paid and records complete
+    due_on = Date(null=True, default=None)  # received + the turnaround in working days
+    decline_reason = Text(default="")  # the coordinator's words, shown to the patient
 
 
 class CaseEvent(Table, tablename="case_event"):

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from core import db
 from core.accounts.tables import User
 from core.audit import service as audit
-from core.cases.states import accepts_records
+from core.cases.states import SUBMITTED, accepts_records
 from core.cases.tables import Case
 from core.documents.archive import ArchiveError, iter_zip
 from core.documents.archive import Limits as ZipLimits
@@ -332,6 +332,10 @@ async def store_upload(
         )
     elif plugins is not None and specialty is not None:
         await inspect(records, doc, plugins, specialty)
+    if parent_id is None and case.status == SUBMITTED:
+        from core.payments import service as payments  # payments builds on documents
+
+        await payments.maybe_receive(case)  # this upload may have completed the records
     return doc
 
 

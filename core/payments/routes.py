@@ -1,0 +1,405 @@
+"""Payment pages and endpoints. Thin: the rules live in core.payments.service.
+
+- the patient pays from the case page (`POST /cases/{uid}/payments`), is sent to the provider's
+  checkout and comes back to the case page, which says "paid" only once an event confirmed it;
+- `/payments/sandbox/{payment}` is the test checkout; its buttons send a signed notification
+  through the same webhook code as a real provider;
+- `/payments/webhooks/{provider}` takes providers' notifications (no session, no CSRF: each
+  provider verifies its own signature over the raw body);
+- receipts are PDFs, for the patient and staff, and every download is audited;
+- coordinators see queues, record offline payments and decline cases (with refunds);
+- admins edit the fee schedule.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
+from litestar.response import Redirect, Response, Template
+
+from core.audit import service as audit
+from core.cases import service as cases
+from core.cases import states
+from core.cases.routes import case_page
+from core.cases.tables import Case
+from core.documents import service as documents
+from core.payments import receipts
+from core.payments import service as payments
+from core.payments.builtin import SandboxProvider
+from core.payments.providers import WebhookRejected
+from core.payments.tables import Payment
+from core.security import ADMIN, COORDINATOR, PATIENT, record_denied, role_guard, signed_in
+from core.web import client_ip, form_data, page, redirect
+
+STAFF = (COORDINATOR, ADMIN)
+QUEUES = {
+    "received": ("Received for review", (states.RECEIVED,)),
+    "waiting": ("Waiting for payment or records", (states.SUBMITTED,)),
+    "declined": ("Declined", (states.DECLINED,)),
+}
+
+
+async def _own_case(request: Request, uid: str) -> Case:
+    try:
+        return await cases.get_own_case(request.user, uid)
+    except cases.CaseNotFound:
+        await record_denied(request, reason="not_owner_or_missing")
+        raise NotFoundException() from None
+
+
+async def _own_payment(request: Request, payment_uid: str) -> tuple[Case, Payment]:
+    payment = None
+    try:
+        payment = await Payment.objects().where(Payment.uid == uuid.UUID(payment_uid)).first()
+    except ValueError:
+        pass
+    case = await Case.objects().where(Case.id == payment.case).first() if payment else None
+    if payment is None or case is None or case.patient != request.user.id:
+        await record_denied(request, reason="not_owner_or_missing")
+        raise NotFoundException()
+    return case, payment
+
+
+class PatientPaymentController(Controller):
+    path = "/cases/{uid:str}/payments"
+    guards = [role_guard(PATIENT)]
+
+    @post("/")
+    async def pay(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        case = await _own_case(request, uid)
+        choice = (await form_data(request)).get("provider", "")
+        try:
+            payment = await payments.start_payment(
+                case, request.user, choice, ip=client_ip(request)
+            )
+        except payments.PaymentRefused as refused:
+            return await case_page(request, case, 409, payment_error=refused.message)
+        if payment.checkout_url:
+            return Redirect(path=payment.checkout_url, status_code=303)
+        return redirect(f"/cases/{case.uid}#payment", "payment-offline")
+
+
+class ReceiptController(Controller):
+    path = "/cases/{uid:str}/payments/{payment:str}/receipt"
+    guards = [signed_in]
+
+    @get("/")
+    async def receipt(
+        self, request: Request, uid: FromPath[str], payment: FromPath[str]
+    ) -> Response:
+        """The receipt PDF: the owning patient, coordinators and admins (audited)."""
+        user = request.user
+        case = None
+        try:
+            case = await cases.get_case(uid)
+        except cases.CaseNotFound:
+            pass
+        allowed = case is not None and (
+            user.role in STAFF or (user.role == PATIENT and case.patient == user.id)
+        )
+        found = (
+            next((p for p in await payments.payments_of(case) if str(p.uid) == payment), None)
+            if allowed and case
+            else None
+        )
+        if case is None or found is None:
+            await record_denied(request, reason="not_owner_or_missing")
+            raise NotFoundException()
+        specialty = request.app.state.plugins.specialty(case.specialty)
+        try:
+            pdf = await receipts.receipt_pdf(
+                case, found, specialty.title if specialty else case.specialty
+            )
+        except receipts.ReceiptUnavailable:
+            raise NotFoundException() from None
+        await audit.record(
+            "payment.receipt",
+            actor=user,
+            object_type="payment",
+            object_id=str(found.uid),
+            case_id=str(case.uid),
+            ip=client_ip(request),
+        )
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={
+                "content-disposition": f'attachment; filename="receipt-{found.receipt_number}.pdf"',
+                "cache-control": "no-store",
+            },
+        )
+
+
+class SandboxController(Controller):
+    """The test checkout: clearly labelled, owner only, and never in production."""
+
+    path = "/payments/sandbox/{payment:str}"
+    guards = [role_guard(PATIENT)]
+
+    def _provider(self) -> SandboxProvider:
+        chosen = payments.providers().get("sandbox")
+        if not isinstance(chosen, SandboxProvider):
+            raise NotFoundException()
+        return chosen
+
+    @get("/")
+    async def checkout(self, request: Request, payment: FromPath[str]) -> Template | Redirect:
+        self._provider()
+        case, found = await _own_payment(request, payment)
+        if found.status != payments.PENDING:
+            return redirect(f"/cases/{case.uid}#payment")
+        return page(
+            request,
+            "payments/sandbox.html",
+            case=case,
+            payment=found,
+            amount=payments.money(found.amount_minor, found.currency),
+        )
+
+    @post("/")
+    async def choose(self, request: Request, payment: FromPath[str]) -> Redirect:
+        sandbox = self._provider()
+        case, found = await _own_payment(request, payment)
+        outcome = (await form_data(request)).get("outcome", "")
+        back = f"/cases/{case.uid}"
+        if outcome not in ("succeed", "fail", "expire") or found.status != payments.PENDING:
+            return redirect(back + "#payment", "payment-abandoned")
+        headers, body = sandbox.notification(
+            provider_ref=(found.provider_ref or "").partition(":")[2],
+            outcome=outcome,
+            amount_minor=found.amount_minor,
+            currency=found.currency,
+            event_id=f"sbx_evt_{found.uid}_{outcome}",
+        )
+        # The same path a provider's notification takes: verified, deduplicated, applied.
+        await payments.receive_webhook("sandbox", headers, body)
+        notice = {"succeed": "payment-returned", "fail": "payment-failed"}.get(
+            outcome, "payment-abandoned"
+        )
+        return redirect(back + "#payment", notice)
+
+
+class WebhookController(Controller):
+    path = "/payments/webhooks"
+
+    @post("/{provider:str}", opt={"exclude_from_csrf": True})
+    async def receive(self, request: Request, provider: FromPath[str]) -> Response:
+        body = await request.body()  # the raw bytes: signatures are over exactly these
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        try:
+            await payments.receive_webhook(provider, headers, body)
+        except WebhookRejected:
+            return Response({"error": "rejected"}, status_code=400)
+        return Response({"received": True}, status_code=200)
+
+
+# Staff ------------------------------------------------------------------------------------------
+
+
+async def _staff_case(uid: str) -> Case:
+    try:
+        return await cases.get_case(uid)
+    except cases.CaseNotFound:
+        raise NotFoundException() from None
+
+
+class StaffCaseController(Controller):
+    path = "/staff/cases"
+    guards = [role_guard(*STAFF)]
+
+    @get("/")
+    async def queue(self, request: Request) -> Template:
+        name = request.query_params.get("queue", "received")
+        title, statuses = QUEUES.get(name, QUEUES["received"])
+        rows = (
+            await Case.objects()
+            .where(Case.status.is_in(list(statuses)))
+            .order_by(Case.due_on)
+            .order_by(Case.submitted_at)
+        )
+        return page(
+            request, "payments/queue.html", cases=rows, queue=name, title=title, queues=QUEUES
+        )
+
+    async def _page(self, request: Request, case: Case, status: int = 200, **extra: Any):
+        specialty = request.app.state.plugins.specialty(case.specialty)
+        return page(
+            request,
+            "payments/staff_case.html",
+            status,
+            case=case,
+            specialty=specialty,
+            status_label=states.PATIENT_STATUS[case.status][0],
+            payment=await payments.summary(case, specialty),
+            documents=documents.record_lines(await documents.documents_of(case)),
+            events=await cases.timeline(case),
+            can_decline=case.status in states.TRANSITIONS["decline"].sources,
+            values=extra.pop("values", {}),
+            errors=extra.pop("errors", {}),
+            **extra,
+        )
+
+    @get("/{uid:str}")
+    async def show(self, request: Request, uid: FromPath[str]) -> Template:
+        return await self._page(request, await _staff_case(uid))
+
+    @post("/{uid:str}/payments")
+    async def record_payment(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        case = await _staff_case(uid)
+        values = await form_data(request)
+        try:
+            await payments.record_offline(case, request.user, values, ip=client_ip(request))
+        except payments.FeeRuleInvalid as invalid:
+            return await self._page(request, case, 400, values=values, errors=invalid.errors)
+        except payments.PaymentRefused as refused:
+            return await self._page(request, case, 409, values=values, problem=refused.message)
+        return redirect(f"/staff/cases/{case.uid}", "payment-recorded")
+
+    @post("/{uid:str}/decline")
+    async def decline(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        case = await _staff_case(uid)
+        values = await form_data(request)
+        try:
+            await payments.decline(
+                case, request.user, values.get("reason", ""), ip=client_ip(request)
+            )
+        except payments.FeeRuleInvalid as invalid:
+            return await self._page(request, case, 400, values=values, errors=invalid.errors)
+        except cases.TransitionRefused as refused:
+            return await self._page(request, case, 409, values=values, problem=refused.message)
+        return redirect(f"/staff/cases/{case.uid}", "case-declined")
+
+    @post("/{uid:str}/refunds")
+    async def retry_refunds(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        case = await _staff_case(uid)
+        try:
+            await payments.refund_all(case, request.user, ip=client_ip(request))
+        except payments.PaymentRefused as refused:
+            return await self._page(request, case, 409, problem=refused.message)
+        return redirect(f"/staff/cases/{case.uid}#payments")
+
+    @post("/{uid:str}/payments/{payment:str}/refunded")
+    async def refunded_by_hand(
+        self, request: Request, uid: FromPath[str], payment: FromPath[str]
+    ) -> Template | Redirect:
+        case = await _staff_case(uid)
+        values = await form_data(request)
+        try:
+            await payments.mark_refunded_by_hand(
+                case,
+                payment,
+                request.user,
+                values.get("refund_reference", ""),
+                ip=client_ip(request),
+            )
+        except payments.FeeRuleInvalid as invalid:
+            return await self._page(request, case, 400, values=values, errors=invalid.errors)
+        except payments.PaymentRefused as refused:
+            return await self._page(request, case, 409, problem=refused.message)
+        return redirect(f"/staff/cases/{case.uid}", "refund-recorded")
+
+
+# Admin: the fee schedule --------------------------------------------------------------------------
+
+
+class FeeController(Controller):
+    path = "/admin/fees"
+    guards = [role_guard(ADMIN)]
+
+    def _specialties(self, request: Request) -> dict[str, str]:
+        return {s.slug: s.title for s in request.app.state.plugins.specialties()}
+
+    async def _list(self, request: Request, status: int = 200, **extra: Any) -> Template:
+        return page(
+            request,
+            "payments/fees.html",
+            status,
+            rules=await payments.fee_rules(),
+            money=payments.money,
+            specialties=self._specialties(request),
+            values=extra.pop("values", {"active": "on"}),
+            errors=extra.pop("errors", {}),
+            **extra,
+        )
+
+    @get("/")
+    async def index(self, request: Request) -> Template:
+        return await self._list(request)
+
+    @post("/")
+    async def add(self, request: Request) -> Template | Redirect:
+        values = await form_data(request)
+        values.setdefault("active", "")  # an unticked checkbox sends nothing
+        try:
+            await payments.save_rule(
+                values,
+                known_specialties=set(self._specialties(request)),
+                by=request.user,
+                ip=client_ip(request),
+            )
+        except payments.FeeRuleInvalid as invalid:
+            return await self._list(request, 400, values=values, errors=invalid.errors)
+        return redirect("/admin/fees", "fee-saved")
+
+    @get("/{rule:str}")
+    async def edit(self, request: Request, rule: FromPath[str]) -> Template:
+        found = await payments.get_rule(rule)
+        if found is None:
+            raise NotFoundException()
+        values = {
+            "label": found.label,
+            "country": found.country,
+            "specialty": found.specialty,
+            "currency": found.currency,
+            "amount": payments.money(found.amount_minor, found.currency).split(" ", 1)[1],
+            "active": "on" if found.active else "",
+        }
+        return page(
+            request,
+            "payments/fee_form.html",
+            rule=found,
+            values=values,
+            errors={},
+            specialties=self._specialties(request),
+        )
+
+    @post("/{rule:str}")
+    async def update(self, request: Request, rule: FromPath[str]) -> Template | Redirect:
+        found = await payments.get_rule(rule)
+        if found is None:
+            raise NotFoundException()
+        values = await form_data(request)
+        values.setdefault("active", "")
+        try:
+            await payments.save_rule(
+                values,
+                known_specialties=set(self._specialties(request)),
+                by=request.user,
+                ip=client_ip(request),
+                rule_uid=rule,
+            )
+        except payments.FeeRuleInvalid as invalid:
+            return page(
+                request,
+                "payments/fee_form.html",
+                400,
+                rule=found,
+                values=values,
+                errors=invalid.errors,
+                specialties=self._specialties(request),
+            )
+        return redirect("/admin/fees", "fee-saved")
+
+
+ROUTES = [
+    PatientPaymentController,
+    ReceiptController,
+    SandboxController,
+    WebhookController,
+    StaffCaseController,
+    FeeController,
+]

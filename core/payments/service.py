@@ -1,0 +1,891 @@
+"""Fees, payments, the ledger, refunds — and the move to `received`.
+
+Rules (SECURITY.md 23):
+- The fee is fixed on the case at submission; the schedule may change later without effect.
+- A payment succeeds only from a verified provider event (or a coordinator's record of an
+  offline payment), never from the browser coming back from a checkout.
+- Each event is applied once: its id is inserted in the same transaction as its effect, and
+  ledger rows carry a unique key, so duplicate or concurrent deliveries change nothing.
+- Events may arrive in any order: a payment's status only moves forward (a late "expired" never
+  undoes "succeeded"), and amount and currency must match what was asked for.
+- When a case is paid and every required record is in, it moves to `received` in the same
+  transaction, with its due date and the "received for review" email.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from core import db, runtime
+from core.accounts.tables import User
+from core.audit import service as audit
+from core.cases import service as cases
+from core.cases import states
+from core.cases.tables import Case
+from core.cases.turnaround import add_working_days
+from core.notifications import service as notifications
+from core.payments.providers import (
+    EXPIRED,
+    FAILED,
+    REFUNDED,
+    SUCCEEDED,
+    Checkout,
+    PaymentEvent,
+    PaymentProvider,
+    ProviderError,
+    Refund,
+    WebhookRejected,
+)
+from core.payments.tables import (
+    CaseFee,
+    FeeRule,
+    LedgerEntry,
+    Payment,
+    ReceiptCounter,
+    WebhookEvent,
+)
+from core.security import ADMIN, COORDINATOR, PATIENT
+from core.specialty import Specialty
+
+# Payment statuses, and how far along each is: a status only ever moves to a higher rank.
+PENDING, CANCELLED = "pending", "cancelled"
+REFUND_PENDING, REFUND_DUE = "refund_pending", "refund_due"
+RANK = {
+    PENDING: 0,
+    FAILED: 1,
+    CANCELLED: 1,
+    SUCCEEDED: 2,
+    REFUND_PENDING: 3,
+    REFUND_DUE: 3,
+    REFUNDED: 4,
+}
+PAID_STATUSES = (SUCCEEDED,)
+STATUS_LABELS = {
+    PENDING: "Waiting for payment",
+    FAILED: "Failed",
+    CANCELLED: "Not completed",
+    SUCCEEDED: "Paid",
+    REFUND_PENDING: "Refund on its way",
+    REFUND_DUE: "Refund to be paid by our staff",
+    REFUNDED: "Refunded",
+}
+LEDGER_LABELS = {
+    "charge": "Payment received",
+    "failure": "Payment failed",
+    "refund": "Refunded",
+    "refund_pending": "Refund requested",
+    "manual_refund": "Refund to be paid back by staff",
+    "mismatch": "Amount did not match the fee (not accepted)",
+}
+CURRENCY_DIGITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "OMR": 3}
+
+
+class PaymentRefused(Exception):
+    """Not possible now; `message` says why, for the person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class FeeRuleInvalid(Exception):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(", ".join(errors.values()))
+        self.errors = errors
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def money(amount_minor: int, currency: str) -> str:
+    """For people: "PKR 4,500" (whole rupees), "USD 65.00"."""
+    digits = CURRENCY_DIGITS.get(currency, 2)
+    if currency == "PKR" and amount_minor % 100 == 0:
+        return f"PKR {amount_minor // 100:,}"
+    if digits == 0:
+        return f"{currency} {amount_minor:,}"
+    major, minor = divmod(amount_minor, 10**digits)
+    return f"{currency} {major:,}.{minor:0{digits}d}"
+
+
+# The fee schedule -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    label: str
+    currency: str
+    amount_minor: int
+
+    @property
+    def display(self) -> str:
+        return money(self.amount_minor, self.currency)
+
+
+async def fee_rules(*, active_only: bool = False) -> list[FeeRule]:
+    query = FeeRule.objects().order_by(FeeRule.country).order_by(FeeRule.specialty)
+    if active_only:
+        query = query.where(FeeRule.active.eq(True))
+    return await query
+
+
+def _specificity(rule: FeeRule) -> int:
+    return (2 if rule.country else 0) + (1 if rule.specialty else 0)
+
+
+async def quote(country: str, specialty: str) -> Quote:
+    """The fee for a resident of `country` asking for `specialty`: the most specific rule."""
+    matching = [
+        rule
+        for rule in await fee_rules(active_only=True)
+        if rule.country in ("", country.upper()) and rule.specialty in ("", specialty)
+    ]
+    if not matching:
+        raise PaymentRefused("No fee is set for this case. Please contact us.")
+    best = max(matching, key=_specificity)
+    return Quote(best.label, best.currency, best.amount_minor)
+
+
+def check_rule(values: Mapping[str, str], known_specialties: set[str]) -> tuple[dict, dict]:
+    """Clean an admin's rule form: (values for the table, field errors)."""
+    import pycountry
+
+    errors: dict[str, str] = {}
+    label = values.get("label", "").strip()
+    if not label or len(label) > 100:
+        errors["label"] = "Enter a short description, such as “Residents of Pakistan”."
+    country = values.get("country", "").strip().upper()
+    if country and pycountry.countries.get(alpha_2=country) is None:
+        errors["country"] = "Enter a two-letter country code such as PK, or leave it empty."
+    specialty = values.get("specialty", "").strip()
+    if specialty and specialty not in known_specialties:
+        errors["specialty"] = "Choose a specialty from the list, or any."
+    currency = values.get("currency", "").strip().upper()
+    if pycountry.currencies.get(alpha_3=currency) is None:
+        errors["currency"] = "Enter a three-letter currency code such as PKR or USD."
+    amount_text = values.get("amount", "").strip().replace(",", "")
+    amount_minor = 0
+    digits = CURRENCY_DIGITS.get(currency, 2)
+    try:
+        whole, _, fraction = amount_text.partition(".")
+        if not whole.isdigit() or (fraction and not fraction.isdigit()) or len(fraction) > digits:
+            raise ValueError
+        amount_minor = int(whole) * 10**digits + int((fraction or "0").ljust(digits, "0"))
+        if amount_minor <= 0 or amount_minor > 100_000_000_00:
+            raise ValueError
+    except ValueError:
+        errors["amount"] = "Enter the amount as a number, such as 4500 or 65.00."
+    clean = {
+        "label": label,
+        "country": country,
+        "specialty": specialty,
+        "currency": currency,
+        "amount_minor": amount_minor,
+        "active": values.get("active", "on") in ("on", "yes", "true", "1"),
+    }
+    return clean, errors
+
+
+async def save_rule(
+    values: Mapping[str, str],
+    *,
+    known_specialties: set[str],
+    by: User,
+    ip: str | None,
+    rule_uid: str | None = None,
+) -> FeeRule:
+    """Add a rule (or change one); only admins; audited with before and after."""
+    if by.role != ADMIN:
+        raise PaymentRefused("Only admins change fees.")
+    clean, errors = check_rule(values, known_specialties)
+    async with db.transaction():
+        existing = await _rule(rule_uid) if rule_uid else None
+        clash = FeeRule.objects().where(
+            (FeeRule.country == clean["country"]) & (FeeRule.specialty == clean["specialty"])
+        )
+        if existing is not None:
+            clash = clash.where(FeeRule.id != existing.id)
+        if not errors and clean["active"] and await clash.where(FeeRule.active.eq(True)).first():
+            errors["country"] = "An active rule for this country and specialty exists already."
+        if not errors and existing is not None and not (existing.country or existing.specialty):
+            if clean["country"] or clean["specialty"] or not clean["active"]:
+                errors["active"] = "Keep one active rule for any country and any specialty."
+        if errors:
+            raise FeeRuleInvalid(errors)
+        before = _rule_facts(existing) if existing else None
+        if existing is None:
+            rule = FeeRule(**clean)
+            await FeeRule.insert(rule)
+        else:
+            rule = existing
+            for name, value in clean.items():
+                setattr(rule, name, value)
+            rule.updated_at = now()
+            await rule.save()
+        await audit.record(
+            "fee.change" if existing else "fee.create",
+            actor=by,
+            object_type="fee_rule",
+            object_id=str(rule.uid),
+            ip=ip,
+            details={"before": _rule_text(before), "after": _rule_text(_rule_facts(rule))},
+        )
+    return rule
+
+
+async def _rule(uid: str | None) -> FeeRule | None:
+    try:
+        parsed = uuid.UUID(str(uid))
+    except ValueError:
+        return None
+    return await FeeRule.objects().where(FeeRule.uid == parsed).first()
+
+
+async def get_rule(uid: str) -> FeeRule | None:
+    return await _rule(uid)
+
+
+def _rule_facts(rule: FeeRule) -> dict[str, Any]:
+    return {
+        "label": rule.label,
+        "country": rule.country,
+        "specialty": rule.specialty,
+        "fee": money(rule.amount_minor, rule.currency),
+        "active": rule.active,
+    }
+
+
+def _rule_text(facts: dict[str, Any] | None) -> str:
+    if facts is None:
+        return ""
+    where = facts["country"] or "any country"
+    what = facts["specialty"] or "any specialty"
+    state = "" if facts["active"] else " (inactive)"
+    return f"{facts['label']}: {facts['fee']} for {where}, {what}{state}"
+
+
+async def fix_fee(case: Case, patient: User) -> CaseFee:
+    """Fix the fee on the case (at submission); later calls return what was fixed."""
+    existing = await CaseFee.objects().where(CaseFee.case == case.id).first()
+    if existing is not None:
+        return existing
+    offer = await quote(patient.country or "", case.specialty)
+    fee = CaseFee(
+        case=case.id, label=offer.label, currency=offer.currency, amount_minor=offer.amount_minor
+    )
+    await CaseFee.insert(fee)
+    return fee
+
+
+async def case_fee(case: Case) -> CaseFee | None:
+    return await CaseFee.objects().where(CaseFee.case == case.id).first()
+
+
+# Providers ------------------------------------------------------------------------------------
+
+
+def providers() -> dict[str, PaymentProvider]:
+    """The providers offered to patients, in the order the settings give."""
+    settings = runtime.settings()
+    available = runtime.plugins().payment_providers(settings)
+    return {name: available[name] for name in settings.payment_providers if name in available}
+
+
+def provider(name: str) -> PaymentProvider:
+    found = runtime.plugins().payment_providers(runtime.settings()).get(name)
+    if found is None:
+        raise PaymentRefused("That way of paying is not available.")
+    return found
+
+
+# What a page shows ----------------------------------------------------------------------------
+
+
+@dataclass
+class PaymentSummary:
+    fee: CaseFee | None
+    fee_display: str
+    payments: list[Payment]
+    ledger: list[LedgerEntry]
+    paid: Payment | None
+    open_offline: Payment | None  # waiting for staff to see a transfer
+    payable: bool
+    missing: list[str] = field(default_factory=list)  # required records not yet in
+    providers: dict[str, PaymentProvider] = field(default_factory=dict)
+
+    def status_label(self, payment: Payment) -> str:
+        return STATUS_LABELS.get(payment.status, payment.status)
+
+    def ledger_label(self, entry: LedgerEntry) -> str:
+        return LEDGER_LABELS.get(entry.kind, entry.kind)
+
+
+async def payments_of(case: Case) -> list[Payment]:
+    return (
+        await Payment.objects()
+        .where(Payment.case == case.id)
+        .order_by(Payment.created_at, ascending=False)
+    )
+
+
+async def summary(case: Case, specialty: Specialty | None) -> PaymentSummary:
+    fee = await case_fee(case)
+    payments = await payments_of(case)
+    paid = next((p for p in payments if p.status in PAID_STATUSES), None)
+    open_offline = next(
+        (p for p in payments if p.status == PENDING and not provider_online(p.provider)), None
+    )
+    ledger = await LedgerEntry.objects().where(LedgerEntry.case == case.id).order_by(LedgerEntry.at)
+    return PaymentSummary(
+        fee=fee,
+        fee_display=money(fee.amount_minor, fee.currency) if fee else "",
+        payments=payments,
+        ledger=ledger,
+        paid=paid,
+        open_offline=open_offline,
+        payable=case.status == states.SUBMITTED and paid is None and fee is not None,
+        missing=await missing_records(case, specialty) if specialty else [],
+        providers=providers(),
+    )
+
+
+def provider_online(name: str) -> bool:
+    found = runtime.plugins().payment_providers(runtime.settings()).get(name)
+    return found.online if found else True
+
+
+async def missing_records(case: Case, specialty: Specialty) -> list[str]:
+    """Labels of the specialty's required records that no document of the case satisfies."""
+    from core.documents import service as documents
+
+    present = {doc.checklist_item for doc in await documents.documents_of(case)}
+    return [
+        item.label
+        for item in specialty.required_documents
+        if item.required and item.key not in present
+    ]
+
+
+# Paying ---------------------------------------------------------------------------------------
+
+
+async def start_payment(case: Case, patient: User, provider_name: str, *, ip: str | None):
+    """Open (or reuse) a payment attempt and start the provider's checkout.
+
+    A double click or a retry finds the open attempt and sends the same idempotency key, so
+    the provider returns the same checkout. Returns the payment; `checkout_url` is where to go
+    (empty for offline payment). A provider error leaves the case payable and says so.
+    """
+    if case.patient != patient.id or patient.role != PATIENT:
+        raise cases.CaseNotFound
+    chosen = providers().get(provider_name)
+    if chosen is None:
+        raise PaymentRefused("Choose one of the ways to pay shown on the page.")
+    payment = await _open_attempt(case, chosen)
+    if payment.checkout_url or (payment.provider_ref and not chosen.online):
+        return payment
+    settings = runtime.settings()
+    fee = await case_fee(case)
+    assert fee is not None
+    back = f"{settings.base_url}/cases/{case.uid}"
+    checkout = Checkout(
+        payment_uid=str(payment.uid),
+        case_reference=case.reference,
+        description=f"Second opinion {case.reference}",
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        idempotency_key=payment.idempotency_key,
+        success_url=f"{back}?notice=payment-returned",
+        cancel_url=f"{back}?notice=payment-abandoned",
+        customer_email=patient.email,
+    )
+    try:
+        started = await chosen.start_checkout(checkout)
+    except ProviderError as error:
+        await _fail_attempt(payment, error.message)
+        raise PaymentRefused(error.message) from None
+    redirect = started.redirect_url or ""  # a path ("/payments/sandbox/…") stays on this site
+    async with db.transaction():
+        await Payment.update(
+            {
+                Payment.provider_ref: f"{chosen.name}:{started.provider_ref}",
+                Payment.checkout_url: redirect,
+                Payment.updated_at: now(),
+            }
+        ).where(Payment.id == payment.id)
+        await audit.record(
+            "payment.start",
+            actor=patient,
+            object_type="payment",
+            object_id=str(payment.uid),
+            case_id=str(case.uid),
+            ip=ip,
+            details={"provider": chosen.name, "fee": money(payment.amount_minor, fee.currency)},
+        )
+    payment.provider_ref = f"{chosen.name}:{started.provider_ref}"
+    payment.checkout_url = redirect
+    return payment
+
+
+async def _open_attempt(case: Case, chosen: PaymentProvider) -> Payment:
+    for _ in range(3):  # a concurrent first click may take the same attempt number
+        async with db.transaction():
+            current = await Case.select(Case.status).where(Case.id == case.id).first()
+            if current is None or current["status"] != states.SUBMITTED:
+                raise PaymentRefused("This case cannot be paid for now.")
+            payments = await payments_of(case)
+            if any(p.status in PAID_STATUSES for p in payments):
+                raise PaymentRefused("This case is paid already. Nothing more is charged.")
+            open_one = next(
+                (p for p in payments if p.status == PENDING and p.provider == chosen.name), None
+            )
+            if open_one is not None:
+                return open_one
+            fee = await case_fee(case)
+            if fee is None:
+                raise PaymentRefused("No fee is set for this case. Please contact us.")
+            payment = Payment(
+                case=case.id,
+                provider=chosen.name,
+                status=PENDING,
+                currency=fee.currency,
+                amount_minor=fee.amount_minor,
+                idempotency_key=f"consilium-{case.uid}-{len(payments) + 1}",
+                method=chosen.method,
+            )
+            rows = await Payment.raw(
+                'INSERT INTO payment_payment (uid, "case", provider, status, currency, '
+                "amount_minor, idempotency_key, checkout_url, method, reference, message, "
+                "provider_charge, created_at, updated_at) VALUES "
+                "({}, {}, {}, {}, {}, {}, {}, '', {}, '', '', '', {}, {}) "
+                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                payment.uid,
+                case.id,
+                payment.provider,
+                PENDING,
+                payment.currency,
+                payment.amount_minor,
+                payment.idempotency_key,
+                payment.method,
+                now(),
+                now(),
+            )
+        if rows:
+            return await Payment.objects().where(Payment.id == rows[0]["id"]).first()
+    raise PaymentRefused("Please try again in a moment.")
+
+
+async def _fail_attempt(payment: Payment, message: str) -> None:
+    async with db.transaction():
+        changed = (
+            await Payment.update(
+                {Payment.status: FAILED, Payment.message: message, Payment.updated_at: now()}
+            )
+            .where((Payment.id == payment.id) & (Payment.status == PENDING))
+            .returning(Payment.id)
+        )
+        if changed:
+            await _ledger(payment, "failure", note=message)
+
+
+async def _ledger(payment: Payment, kind: str, *, note: str = "", key: str | None = None) -> bool:
+    """Add a ledger row once: False when a row with this key exists already."""
+    rows = await LedgerEntry.raw(
+        'INSERT INTO payment_ledger (entry_key, "case", payment, kind, currency, amount_minor, '
+        "provider, note, at) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}) "
+        "ON CONFLICT (entry_key) DO NOTHING RETURNING id",
+        key or f"{payment.uid}:{kind}",
+        payment.case,
+        payment.id,
+        kind,
+        payment.currency,
+        payment.amount_minor,
+        payment.provider,
+        note,
+        now(),
+    )
+    return bool(rows)
+
+
+# Provider events ------------------------------------------------------------------------------
+
+
+async def receive_webhook(provider_name: str, headers: Mapping[str, str], body: bytes) -> int:
+    """Verify a provider's notification and apply its events; returns how many changed
+    something. Raises WebhookRejected for anything that is not verifiably the provider's."""
+    found = runtime.plugins().payment_providers(runtime.settings()).get(provider_name)
+    if found is None:
+        raise WebhookRejected("unknown provider")
+    events = found.parse_webhook(headers, body, time.time())
+    applied = 0
+    for event in events:
+        applied += await apply_event(found, event)
+    return applied
+
+
+async def apply_event(chosen: PaymentProvider, event: PaymentEvent) -> bool:
+    """Apply one verified event exactly once; True when it changed something."""
+    async with db.transaction():
+        fresh = await WebhookEvent.raw(
+            "INSERT INTO payment_webhook_event (event_key, kind, received_at) "
+            "VALUES ({}, {}, {}) ON CONFLICT (event_key) DO NOTHING RETURNING id",
+            f"{chosen.name}:{event.event_id}",
+            event.kind,
+            now(),
+        )
+        if not fresh:
+            return False  # delivered before (or right now, by a concurrent request)
+        payment = await _payment_for(chosen, event)
+        if payment is None:
+            return False  # not one of ours (another system on the same account)
+        if event.kind == SUCCEEDED:
+            return await _settle(payment, event, actor=None, ip=None)
+        if event.kind == REFUNDED:
+            return await _mark_refunded(payment, event)
+        status = FAILED if event.kind == FAILED else CANCELLED
+        message = event.message or (
+            "The payment was not completed." if event.kind == EXPIRED else "The payment failed."
+        )
+        if not await _advance(payment, status, message=message):
+            return False
+        await _ledger(payment, "failure", note=message)
+        return True
+
+
+async def _payment_for(chosen: PaymentProvider, event: PaymentEvent) -> Payment | None:
+    query = Payment.objects().where(Payment.provider == chosen.name)
+    if event.provider_ref:
+        return await query.where(
+            Payment.provider_ref == f"{chosen.name}:{event.provider_ref}"
+        ).first()
+    if event.charge_ref:
+        return await query.where(Payment.provider_charge == event.charge_ref).first()
+    return None
+
+
+async def _advance(payment: Payment, status: str, **values: Any) -> bool:
+    """Move the payment to `status` if that is forward from where it is now."""
+    lower = [name for name, rank in RANK.items() if rank < RANK[status]]
+    columns = {Payment.status: status, Payment.updated_at: now()}
+    columns |= {getattr(Payment, name): value for name, value in values.items()}
+    changed = (
+        await Payment.update(columns)
+        .where((Payment.id == payment.id) & Payment.status.is_in(lower))
+        .returning(Payment.id)
+    )
+    if changed:
+        payment.status = status
+        for name, value in values.items():
+            setattr(payment, name, value)
+    return bool(changed)
+
+
+async def _settle(
+    payment: Payment,
+    event: PaymentEvent,
+    *,
+    actor: User | None,
+    ip: str | None,
+    reference: str = "",
+) -> bool:
+    """A payment arrived: check it against what was asked, mark it paid, receive the case."""
+    if event.amount_minor != payment.amount_minor or event.currency != payment.currency:
+        note = f"Received {money(event.amount_minor, event.currency or '???')}"
+        if await _ledger(
+            payment, "mismatch", note=note, key=f"{payment.uid}:mismatch:{event.event_id}"
+        ):
+            await audit.record(
+                "payment.mismatch",
+                outcome="failure",
+                object_type="payment",
+                object_id=str(payment.uid),
+                details={"expected": money(payment.amount_minor, payment.currency), "got": note},
+            )
+        return False
+    values: dict[str, Any] = {"paid_at": now()}
+    if event.charge_ref:
+        values["provider_charge"] = event.charge_ref
+    if event.method:
+        values["method"] = event.method
+    if reference:
+        values["reference"] = reference
+    if actor is not None:
+        values["recorded_by"] = actor.id
+    if payment.status in (REFUND_PENDING, REFUND_DUE, REFUNDED):
+        # Refunded before this late "paid" arrived: the money is on its way back; keep the row.
+        await _ledger(payment, "charge", note=event.method)
+        return False
+    if not await _advance(payment, SUCCEEDED, **values):
+        return False
+    payment.receipt_number = await _next_receipt_number()
+    await Payment.update({Payment.receipt_number: payment.receipt_number}).where(
+        Payment.id == payment.id
+    )
+    await _ledger(payment, "charge", note=event.method or payment.method)
+    case = await Case.objects().where(Case.id == payment.case).first()
+    await audit.record(
+        "payment.succeeded",
+        actor=actor,
+        object_type="payment",
+        object_id=str(payment.uid),
+        case_id=str(case.uid),
+        ip=ip,
+        details={
+            "provider": payment.provider,
+            "fee": money(payment.amount_minor, payment.currency),
+        },
+    )
+    patient = await User.objects().where(User.id == case.patient).first()
+    await notifications.enqueue(
+        to=patient.email,
+        template="payment_received",
+        context={"reference": case.reference, "case_url": _case_url(case)},
+    )
+    await maybe_receive(case)
+    return True
+
+
+async def _next_receipt_number() -> str:
+    year = now().year
+    rows = await ReceiptCounter.raw(
+        "INSERT INTO payment_receipt_counter (year, last) VALUES ({}, 1) "
+        "ON CONFLICT (year) DO UPDATE SET last = payment_receipt_counter.last + 1 "
+        "RETURNING last",
+        year,
+    )
+    return f"R-{year}-{rows[0]['last']:05d}"
+
+
+async def _mark_refunded(payment: Payment, event: PaymentEvent) -> bool:
+    if not await _advance(payment, REFUNDED):
+        return False
+    await _ledger(payment, "refund", note=event.charge_ref)
+    return True
+
+
+def _case_url(case: Case) -> str:
+    return f"{runtime.settings().base_url}/cases/{case.uid}"
+
+
+async def record_offline(
+    case: Case,
+    staff: User,
+    values: Mapping[str, str],
+    *,
+    ip: str | None,
+) -> Payment:
+    """A coordinator saw a bank transfer or a payment at the desk: amount, method, reference."""
+    if staff.role not in (COORDINATOR, ADMIN):
+        raise PaymentRefused("Only coordinators record payments.")
+    errors = {}
+    method = values.get("method", "").strip()
+    reference = values.get("reference", "").strip()
+    if not method or len(method) > 60:
+        errors["method"] = "Say how it was paid, such as “Bank transfer” or “Cash desk”."
+    if not reference or len(reference) > 120:
+        errors["reference"] = "Enter the bank or till reference."
+    fee = await case_fee(case)
+    if fee is None:
+        raise PaymentRefused("This case has no fee yet: the patient has not submitted it.")
+    amount = money(fee.amount_minor, fee.currency)
+    currency = values.get("currency", "").strip().upper()
+    typed = values.get("amount", "").strip().replace(",", "")
+    clean, amount_errors = check_rule({"label": "x", "currency": currency, "amount": typed}, set())
+    if "amount" in amount_errors or "currency" in amount_errors:
+        errors["amount"] = f"Enter the amount received, such as {amount}."
+    elif (clean["amount_minor"], clean["currency"]) != (fee.amount_minor, fee.currency):
+        errors["amount"] = f"The fee for this case is {amount}; record a payment of that amount."
+    if errors:
+        raise FeeRuleInvalid(errors)
+    offline = provider("offline")
+    payment = await _open_attempt(case, offline)
+    event = PaymentEvent(
+        event_id=f"recorded-{payment.uid}",
+        kind=SUCCEEDED,
+        provider_ref="",
+        amount_minor=clean["amount_minor"],
+        currency=clean["currency"],
+        method=method,
+    )
+    async with db.transaction():
+        if payment.provider_ref is None:
+            await Payment.update({Payment.provider_ref: f"offline:recorded-{payment.uid}"}).where(
+                Payment.id == payment.id
+            )
+        if not await _settle(payment, event, actor=staff, ip=ip, reference=reference):
+            raise PaymentRefused("This payment was recorded already.")
+        await audit.record(
+            "payment.record_offline",
+            actor=staff,
+            object_type="payment",
+            object_id=str(payment.uid),
+            case_id=str(case.uid),
+            ip=ip,
+            details={"method": method, "reference": reference, "fee": amount},
+        )
+    return payment
+
+
+# Received ---------------------------------------------------------------------------------------
+
+
+async def maybe_receive(case: Case) -> bool:
+    """Move a submitted case to `received` when it is paid and its required records are in.
+
+    Joins the caller's transaction (the payment, or the upload that completed the records)."""
+    specialty = runtime.plugins().specialty(case.specialty)
+    async with db.transaction():
+        current = await Case.objects().where(Case.id == case.id).first()
+        if current is None or current.status != states.SUBMITTED:
+            return False
+        paid = await Payment.exists().where(
+            (Payment.case == case.id) & Payment.status.is_in(list(PAID_STATUSES))
+        )
+        if not paid or (specialty is not None and await missing_records(current, specialty)):
+            return False
+        settings = runtime.settings()
+        received = now()
+        local_day = received.astimezone(ZoneInfo(settings.time_zone)).date()
+        due = add_working_days(
+            local_day,
+            settings.turnaround_working_days,
+            country=settings.holiday_country,
+            weekend=settings.weekend_days,
+        )
+        await cases.transition(current, "receive", None, ip=None)
+        await Case.update({Case.received_at: received, Case.due_on: due}).where(Case.id == case.id)
+        patient = await User.objects().where(User.id == current.patient).first()
+        await notifications.enqueue(
+            to=patient.email,
+            template="case_received",
+            context={
+                "reference": current.reference,
+                "due": due.strftime("%A %-d %B %Y"),
+                "case_url": _case_url(current),
+            },
+        )
+    case.status, case.received_at, case.due_on = states.RECEIVED, received, due
+    return True
+
+
+# Declining and refunds ----------------------------------------------------------------------------
+
+
+async def decline(case: Case, staff: User, reason: str, *, ip: str | None) -> list[Payment]:
+    """Decline a case before review and refund what was paid, each through its provider."""
+    reason = reason.strip()
+    if not reason:
+        raise FeeRuleInvalid({"reason": "Say why the case is declined; the patient reads this."})
+    if len(reason) > 2000:
+        raise FeeRuleInvalid({"reason": "Use at most 2000 characters."})
+    async with db.transaction():
+        await cases.transition(case, "decline", staff, ip=ip)
+        await Case.update({Case.decline_reason: reason}).where(Case.id == case.id)
+        patient = await User.objects().where(User.id == case.patient).first()
+        paid = [p for p in await payments_of(case) if p.status in PAID_STATUSES]
+        await notifications.enqueue(
+            to=patient.email,
+            template="case_declined",
+            context={
+                "reference": case.reference,
+                "refund": bool(paid),
+                "case_url": _case_url(case),
+                "contact_email": runtime.settings().contact_email,
+            },
+        )
+    case.decline_reason = reason
+    return await refund_all(case, staff, ip=ip)
+
+
+async def refund_all(case: Case, staff: User, *, ip: str | None) -> list[Payment]:
+    """Refund every paid (or refund-failed) payment of a declined case; safe to repeat."""
+    if case.status != states.DECLINED:
+        raise PaymentRefused("Only a declined case is refunded.")
+    done = []
+    for payment in await payments_of(case):
+        if payment.status not in (SUCCEEDED, REFUND_DUE):
+            continue
+        done.append(await _refund(payment, case, staff, ip=ip))
+    return done
+
+
+async def _refund(payment: Payment, case: Case, staff: User, *, ip: str | None) -> Payment:
+    chosen = provider(payment.provider)
+    request = Refund(
+        payment_uid=str(payment.uid),
+        provider_ref=(payment.provider_ref or "").partition(":")[2],
+        charge_ref=payment.provider_charge,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        idempotency_key=f"consilium-refund-{payment.uid}",
+    )
+    try:
+        result = await chosen.refund(request)
+    except ProviderError as error:
+        async with db.transaction():
+            await _advance(payment, REFUND_DUE, message=error.message)
+            await audit.record(
+                "payment.refund",
+                actor=staff,
+                outcome="failure",
+                object_type="payment",
+                object_id=str(payment.uid),
+                case_id=str(case.uid),
+                ip=ip,
+                details={"provider": payment.provider},
+            )
+        return payment
+    async with db.transaction():
+        if result.status == "refunded":
+            if await _advance(payment, REFUNDED, message=""):
+                await _ledger(payment, "refund", note=result.reference)
+        elif result.status == "pending":
+            if await _advance(payment, REFUND_PENDING, message=""):
+                await _ledger(payment, "refund_pending", note=result.reference)
+        else:
+            await _advance(payment, REFUND_DUE, message="To be paid back by our staff.")
+            await _ledger(payment, "manual_refund")
+        await audit.record(
+            "payment.refund",
+            actor=staff,
+            object_type="payment",
+            object_id=str(payment.uid),
+            case_id=str(case.uid),
+            ip=ip,
+            details={"provider": payment.provider, "result": result.status},
+        )
+    return payment
+
+
+async def mark_refunded_by_hand(
+    case: Case, payment_uid: str, staff: User, reference: str, *, ip: str | None
+) -> Payment:
+    """Staff paid an offline payment back (or finished a refund the provider could not do)."""
+    if staff.role not in (COORDINATOR, ADMIN):
+        raise PaymentRefused("Only coordinators record refunds.")
+    reference = reference.strip()
+    if not reference or len(reference) > 120:
+        raise FeeRuleInvalid({"refund_reference": "Enter the reference of the refund."})
+    payment = next((p for p in await payments_of(case) if str(p.uid) == payment_uid), None)
+    if payment is None or payment.status != REFUND_DUE:
+        raise PaymentRefused("This payment is not waiting for a refund.")
+    async with db.transaction():
+        if await _advance(payment, REFUNDED, message=""):
+            await _ledger(payment, "refund", note=reference)
+        await audit.record(
+            "payment.refund_by_hand",
+            actor=staff,
+            object_type="payment",
+            object_id=str(payment.uid),
+            case_id=str(case.uid),
+            ip=ip,
+            details={"reference": reference},
+        )
+    return payment
