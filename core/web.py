@@ -122,7 +122,8 @@ def page(request: Request, name: str, status_code: int = 200, **context: Any) ->
 
 def redirect(path: str, notice: str | None = None) -> Redirect:
     if notice:
-        path += ("&" if "?" in path else "?") + f"notice={notice}"
+        path, hash_mark, fragment = path.partition("#")  # the query goes before the fragment
+        path += ("&" if "?" in path else "?") + f"notice={notice}" + hash_mark + fragment
     return Redirect(path=path, status_code=303)
 
 

@@ -33,6 +33,8 @@ from tests.support import make_person, post_form, sign_in
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 FIXTURES = Path(__file__).resolve().parent / "plugin_fixtures"
 ALL_HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("consilium_"))
+# What a specialty plugin implements; core's own "payments" entry point offers providers only.
+SPECIALTY_HOOKS = [name for name in ALL_HOOKS if name != "consilium_payment_providers"]
 FIXTURE_MODULES = (
     "consilium_dermatology",
     "consilium_broken_import",
@@ -75,7 +77,10 @@ def plugin_info(host: PluginHost, name: str):
 def test_builtin_specialties_load_through_entry_points(tmp_path) -> None:
     host = PluginHost.load(make_settings(tmp_path, None))
     assert {p.name for p in host.plugins} >= {"general", "surgical", "pathology", "radiology"}
-    assert all(p.error is None and sorted(p.hooks) == ALL_HOOKS for p in host.plugins)
+    assert all(p.error is None for p in host.plugins)
+    hooks = {p.name: sorted(p.hooks) for p in host.plugins}
+    assert hooks.pop("payments") == ["consilium_payment_providers"]
+    assert all(found == SPECIALTY_HOOKS for found in hooks.values())
 
 
 def test_hook_consilium_specialties(tmp_path) -> None:
@@ -95,7 +100,7 @@ def test_installed_package_is_discovered_with_its_version(tmp_path, install) -> 
     host = PluginHost.load(make_settings(tmp_path, None))
     info = plugin_info(host, "dermatology")
     assert (info.module, info.version, info.error) == ("consilium_dermatology", "1.0", None)
-    assert sorted(info.hooks) == ALL_HOOKS
+    assert sorted(info.hooks) == SPECIALTY_HOOKS
     specialty = host.specialty("dermatology")
     assert specialty is not None and specialty.title == "Dermatology second opinion"
     environment = Environment(loader=ChoiceLoader(host.template_loaders()), autoescape=True)
@@ -244,7 +249,7 @@ def test_scaffold_writes_a_plugin_that_loads_and_passes_its_tests(tmp_path, monk
         host = PluginHost.load(make_settings(tmp_path / "var", None))
         info = plugin_info(host, "heart-valve")
         assert (info.module, info.version, info.error) == (module, "0.1.0", None)
-        assert sorted(info.hooks) == ALL_HOOKS
+        assert sorted(info.hooks) == SPECIALTY_HOOKS
         specialty = host.specialty("heart-valve")
         assert specialty is not None and specialty.title == "Heart valve second opinion"
         assert [f.name for f in specialty.intake.fields] == ["diagnosis", "diagnosis_date"]

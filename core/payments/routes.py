@@ -194,6 +194,8 @@ class WebhookController(Controller):
             await payments.receive_webhook(provider, headers, body)
         except WebhookRejected:
             return Response({"error": "rejected"}, status_code=400)
+        except payments.RetryLater:
+            return Response({"error": "retry later"}, status_code=503)
         return Response({"received": True}, status_code=200)
 
 

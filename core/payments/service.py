@@ -94,6 +94,10 @@ class PaymentRefused(Exception):
         self.message = message
 
 
+class RetryLater(Exception):
+    """An event that cannot be applied yet; the provider is asked to deliver it again."""
+
+
 class FeeRuleInvalid(Exception):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__(", ".join(errors.values()))
@@ -543,6 +547,10 @@ async def apply_event(chosen: PaymentProvider, event: PaymentEvent) -> bool:
         if not fresh:
             return False  # delivered before (or right now, by a concurrent request)
         payment = await _payment_for(chosen, event)
+        if payment is None and event.kind == REFUNDED and not event.provider_ref:
+            # A refund notice naming a charge we have not heard of yet overtook the payment's
+            # notice: roll back (the event id is not kept) so the provider delivers it again.
+            raise RetryLater
         if payment is None:
             return False  # not one of ours (another system on the same account)
         if event.kind == SUCCEEDED:

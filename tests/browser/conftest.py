@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +51,10 @@ class LiveServer:
     settings: Settings
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The app on SQLite with mail written to var/mail, as `make run` serves it."""
+@contextmanager
+def serving(var_dir: Path, *, prepare=None, **overrides: object) -> Iterator[LiveServer]:
+    """The app under uvicorn on a free port, migrated; `prepare(app)` may add test plugins."""
     port = free_port()
-    var_dir = tmp_path_factory.mktemp("live")
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         var_dir=var_dir,
@@ -62,12 +62,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         base_url=f"http://127.0.0.1:{port}",
         outbox_poll_seconds=0.2,
         port=port,
+        **overrides,
     )
     db.configure_database(settings)
     asyncio.run(db.run_migrations())
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(settings)
+    if prepare is not None:
+        prepare(app)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -77,6 +79,13 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     yield LiveServer(url=settings.base_url, settings=settings)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app on SQLite with mail written to var/mail, as `make run` serves it."""
+    with serving(tmp_path_factory.mktemp("live")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
