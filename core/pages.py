@@ -7,7 +7,6 @@ from litestar.response import Template
 
 from core.cases import service as cases
 from core.cases.states import PATIENT_STATUS, RECEIVED
-from core.cases.tables import Case
 from core.payments import service as payments
 from core.security import ADMIN, COORDINATOR, PATIENT, signed_in
 from core.web import page
@@ -26,11 +25,7 @@ async def home(request: Request) -> Template:
 async def dashboard(request: Request) -> Template:
     user = request.user
     own_cases = await cases.cases_of(user) if user.role == PATIENT else []
-    received = (
-        await Case.objects().where(Case.status == RECEIVED).order_by(Case.due_on)
-        if user.role in (COORDINATOR, ADMIN)
-        else []
-    )
+    received = await cases.cases_in([RECEIVED]) if user.role in (COORDINATOR, ADMIN) else []
     return page(
         request,
         "pages/dashboard.html",

@@ -69,6 +69,7 @@ async def make_person(
     *,
     mfa: bool | None = None,
     specialties: list[str] | None = None,
+    country: str = "PK",
 ) -> Person:
     """A user created through the service layer; staff get TOTP enrolled unless mfa=False."""
     email_address = email_address or f"{role}-{time.monotonic_ns()}@example.com"
@@ -78,7 +79,7 @@ async def make_person(
             password=PASSWORD,
             full_name=f"Test {role.title()}",
             phone="",
-            country="PK",
+            country=country,
             ip=None,
         )
         user = await accounts.get_user_by_email(email_address)

@@ -50,7 +50,8 @@ def _specialty(request: Request, slug: str) -> Specialty:
     return specialty
 
 
-async def _own_case(request: Request, uid: str) -> Case:
+async def own_case(request: Request, uid: str) -> Case:
+    """The signed-in patient's own case, else 404 (audited as a denial)."""
     try:
         return await cases.get_own_case(request.user, uid)
     except cases.CaseNotFound:
@@ -114,7 +115,7 @@ class RequestController(Controller):
     async def show_step(
         self, request: Request, uid: FromPath[str], step: FromPath[str]
     ) -> Template | Redirect:
-        case = await _own_case(request, uid)
+        case = await own_case(request, uid)
         if case.status != states.DRAFT:
             return redirect(f"/cases/{case.uid}")
         if step not in STEP_TITLES:
@@ -160,7 +161,7 @@ class RequestController(Controller):
     async def save_step(
         self, request: Request, uid: FromPath[str], step: FromPath[str]
     ) -> Template | Redirect:
-        case = await _own_case(request, uid)
+        case = await own_case(request, uid)
         if case.status != states.DRAFT:
             return redirect(f"/cases/{case.uid}")
         specialty = _specialty(request, case.specialty)
@@ -189,7 +190,7 @@ class RequestController(Controller):
         self, request: Request, uid: FromPath[str], step: FromPath[str]
     ) -> Template | Response:
         """htmx: keep the entries; answer with the saved time, or the refreshed intake fields."""
-        case = await _own_case(request, uid)
+        case = await own_case(request, uid)
         if case.status != states.DRAFT or step not in cases.STEPS:
             return Response(
                 "This request can no longer be changed.", status_code=409, media_type="text/plain"
@@ -217,7 +218,7 @@ class RequestController(Controller):
 
     @post("/{uid:str}/submit")
     async def submit(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        case = await _own_case(request, uid)
+        case = await own_case(request, uid)
         if case.status != states.DRAFT:
             return redirect(f"/cases/{case.uid}")
         specialty = _specialty(request, case.specialty)
@@ -230,7 +231,7 @@ class RequestController(Controller):
 
     @post("/{uid:str}/cancel")
     async def cancel(self, request: Request, uid: FromPath[str]) -> Redirect:
-        case = await _own_case(request, uid)
+        case = await own_case(request, uid)
         try:
             await cases.transition(case, "cancel", request.user, ip=client_ip(request))
         except cases.TransitionRefused:
@@ -264,7 +265,7 @@ class CaseController(Controller):
 
     @get("/{uid:str}")
     async def show(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        return await case_page(request, await _own_case(request, uid))
+        return await case_page(request, await own_case(request, uid))
 
 
 async def case_page(

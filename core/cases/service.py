@@ -83,6 +83,16 @@ async def cases_of(patient: User) -> list[Case]:
     )
 
 
+async def cases_in(statuses: tuple[str, ...] | list[str]) -> list[Case]:
+    """Every case in these states, due soonest first (staff queues)."""
+    return (
+        await Case.objects()
+        .where(Case.status.is_in(list(statuses)))
+        .order_by(Case.due_on)
+        .order_by(Case.submitted_at)
+    )
+
+
 async def timeline(case: Case) -> list[CaseEvent]:
     return await CaseEvent.objects().where(CaseEvent.case == case.id).order_by(CaseEvent.at)
 

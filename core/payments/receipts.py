@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from core import runtime
 from core.accounts.tables import User
+from core.audit import service as audit
 from core.cases.tables import Case
 from core.notifications.service import TEMPLATES
 from core.payments.service import SUCCEEDED, money
@@ -55,7 +56,7 @@ def _environment() -> Environment:
 
 
 async def receipt_for(case: Case, payment: Payment, specialty_title: str) -> Receipt:
-    if payment.status == "pending" or not payment.receipt_number or payment.paid_at is None:
+    if not payment.receipt_number or payment.paid_at is None:  # numbered only once paid
         raise ReceiptUnavailable
     settings = runtime.settings()
     zone = ZoneInfo(settings.time_zone)
@@ -89,6 +90,18 @@ def render_pdf(receipt: Receipt) -> bytes:
     return HTML(string=html, url_fetcher=_no_fetch).write_pdf()
 
 
-async def receipt_pdf(case: Case, payment: Payment, specialty_title: str) -> bytes:
+async def receipt_pdf(
+    case: Case, payment: Payment, specialty_title: str, *, reader: User, ip: str | None
+) -> bytes:
+    """The receipt as PDF bytes; every copy handed out is audited."""
     receipt = await receipt_for(case, payment, specialty_title)
-    return await asyncio.to_thread(render_pdf, receipt)
+    pdf = await asyncio.to_thread(render_pdf, receipt)
+    await audit.record(
+        "payment.receipt",
+        actor=reader,
+        object_type="payment",
+        object_id=str(payment.uid),
+        case_id=str(case.uid),
+        ip=ip,
+    )
+    return pdf

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -21,10 +21,9 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Response, Template
 
-from core.audit import service as audit
 from core.cases import service as cases
 from core.cases import states
-from core.cases.routes import case_page
+from core.cases.routes import case_page, own_case
 from core.cases.tables import Case
 from core.documents import service as documents
 from core.payments import receipts
@@ -43,25 +42,12 @@ QUEUES = {
 }
 
 
-async def _own_case(request: Request, uid: str) -> Case:
+async def _own_payment(request: Request, payment_uid: str) -> tuple[Case, Payment]:
     try:
-        return await cases.get_own_case(request.user, uid)
+        return await payments.own_payment(request.user, payment_uid)
     except cases.CaseNotFound:
         await record_denied(request, reason="not_owner_or_missing")
         raise NotFoundException() from None
-
-
-async def _own_payment(request: Request, payment_uid: str) -> tuple[Case, Payment]:
-    payment = None
-    try:
-        payment = await Payment.objects().where(Payment.uid == uuid.UUID(payment_uid)).first()
-    except ValueError:
-        pass
-    case = await Case.objects().where(Case.id == payment.case).first() if payment else None
-    if payment is None or case is None or case.patient != request.user.id:
-        await record_denied(request, reason="not_owner_or_missing")
-        raise NotFoundException()
-    return case, payment
 
 
 class PatientPaymentController(Controller):
@@ -70,7 +56,7 @@ class PatientPaymentController(Controller):
 
     @post("/")
     async def pay(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        case = await _own_case(request, uid)
+        case = await own_case(request, uid)
         choice = (await form_data(request)).get("provider", "")
         try:
             payment = await payments.start_payment(
@@ -92,38 +78,22 @@ class ReceiptController(Controller):
         self, request: Request, uid: FromPath[str], payment: FromPath[str]
     ) -> Response:
         """The receipt PDF: the owning patient, coordinators and admins (audited)."""
-        user = request.user
-        case = None
         try:
-            case = await cases.get_case(uid)
+            case, found = await payments.readable_payment(request.user, uid, payment)
         except cases.CaseNotFound:
-            pass
-        allowed = case is not None and (
-            user.role in STAFF or (user.role == PATIENT and case.patient == user.id)
-        )
-        found = (
-            next((p for p in await payments.payments_of(case) if str(p.uid) == payment), None)
-            if allowed and case
-            else None
-        )
-        if case is None or found is None:
             await record_denied(request, reason="not_owner_or_missing")
-            raise NotFoundException()
+            raise NotFoundException() from None
         specialty = request.app.state.plugins.specialty(case.specialty)
         try:
             pdf = await receipts.receipt_pdf(
-                case, found, specialty.title if specialty else case.specialty
+                case,
+                found,
+                specialty.title if specialty else case.specialty,
+                reader=request.user,
+                ip=client_ip(request),
             )
         except receipts.ReceiptUnavailable:
             raise NotFoundException() from None
-        await audit.record(
-            "payment.receipt",
-            actor=user,
-            object_type="payment",
-            object_id=str(found.uid),
-            case_id=str(case.uid),
-            ip=client_ip(request),
-        )
         return Response(
             pdf,
             media_type="application/pdf",
@@ -217,12 +187,7 @@ class StaffCaseController(Controller):
     async def queue(self, request: Request) -> Template:
         name = request.query_params.get("queue", "received")
         title, statuses = QUEUES.get(name, QUEUES["received"])
-        rows = (
-            await Case.objects()
-            .where(Case.status.is_in(list(statuses)))
-            .order_by(Case.due_on)
-            .order_by(Case.submitted_at)
-        )
+        rows = await cases.cases_in(statuses)
         return page(
             request, "payments/queue.html", cases=rows, queue=name, title=title, queues=QUEUES
         )
@@ -249,60 +214,62 @@ class StaffCaseController(Controller):
     async def show(self, request: Request, uid: FromPath[str]) -> Template:
         return await self._page(request, await _staff_case(uid))
 
-    @post("/{uid:str}/payments")
-    async def record_payment(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+    async def _act(
+        self, request: Request, uid: str, done: str | None, action: Callable[..., Awaitable]
+    ) -> Template | Redirect:
+        """Run `action(case, values)`; its problems re-render the case page with the entries."""
         case = await _staff_case(uid)
         values = await form_data(request)
         try:
-            await payments.record_offline(case, request.user, values, ip=client_ip(request))
-        except payments.FeeRuleInvalid as invalid:
+            await action(case, values)
+        except payments.InvalidInput as invalid:
             return await self._page(request, case, 400, values=values, errors=invalid.errors)
-        except payments.PaymentRefused as refused:
+        except (payments.PaymentRefused, cases.TransitionRefused) as refused:
             return await self._page(request, case, 409, values=values, problem=refused.message)
-        return redirect(f"/staff/cases/{case.uid}", "payment-recorded")
+        return redirect(f"/staff/cases/{case.uid}", done)
+
+    @post("/{uid:str}/payments")
+    async def record_payment(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "payment-recorded",
+            lambda case, values: payments.record_offline(case, request.user, values, ip=ip),
+        )
 
     @post("/{uid:str}/decline")
     async def decline(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        case = await _staff_case(uid)
-        values = await form_data(request)
-        try:
-            await payments.decline(
-                case, request.user, values.get("reason", ""), ip=client_ip(request)
-            )
-        except payments.FeeRuleInvalid as invalid:
-            return await self._page(request, case, 400, values=values, errors=invalid.errors)
-        except cases.TransitionRefused as refused:
-            return await self._page(request, case, 409, values=values, problem=refused.message)
-        return redirect(f"/staff/cases/{case.uid}", "case-declined")
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "case-declined",
+            lambda case, values: payments.decline(
+                case, request.user, values.get("reason", ""), ip=ip
+            ),
+        )
 
     @post("/{uid:str}/refunds")
     async def retry_refunds(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        case = await _staff_case(uid)
-        try:
-            await payments.refund_all(case, request.user, ip=client_ip(request))
-        except payments.PaymentRefused as refused:
-            return await self._page(request, case, 409, problem=refused.message)
-        return redirect(f"/staff/cases/{case.uid}#payments")
+        ip = client_ip(request)
+        return await self._act(
+            request, uid, None, lambda case, _: payments.refund_all(case, request.user, ip=ip)
+        )
 
     @post("/{uid:str}/payments/{payment:str}/refunded")
     async def refunded_by_hand(
         self, request: Request, uid: FromPath[str], payment: FromPath[str]
     ) -> Template | Redirect:
-        case = await _staff_case(uid)
-        values = await form_data(request)
-        try:
-            await payments.mark_refunded_by_hand(
-                case,
-                payment,
-                request.user,
-                values.get("refund_reference", ""),
-                ip=client_ip(request),
-            )
-        except payments.FeeRuleInvalid as invalid:
-            return await self._page(request, case, 400, values=values, errors=invalid.errors)
-        except payments.PaymentRefused as refused:
-            return await self._page(request, case, 409, problem=refused.message)
-        return redirect(f"/staff/cases/{case.uid}", "refund-recorded")
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "refund-recorded",
+            lambda case, values: payments.mark_refunded_by_hand(
+                case, payment, request.user, values.get("refund_reference", ""), ip=ip
+            ),
+        )
 
 
 # Admin: the fee schedule --------------------------------------------------------------------------
@@ -343,7 +310,7 @@ class FeeController(Controller):
                 by=request.user,
                 ip=client_ip(request),
             )
-        except payments.FeeRuleInvalid as invalid:
+        except payments.InvalidInput as invalid:
             return await self._list(request, 400, values=values, errors=invalid.errors)
         return redirect("/admin/fees", "fee-saved")
 
@@ -357,7 +324,7 @@ class FeeController(Controller):
             "country": found.country,
             "specialty": found.specialty,
             "currency": found.currency,
-            "amount": payments.money(found.amount_minor, found.currency).split(" ", 1)[1],
+            "amount": payments.amount_text(found.amount_minor, found.currency),
             "active": "on" if found.active else "",
         }
         return page(
@@ -384,7 +351,7 @@ class FeeController(Controller):
                 ip=client_ip(request),
                 rule_uid=rule,
             )
-        except payments.FeeRuleInvalid as invalid:
+        except payments.InvalidInput as invalid:
             return page(
                 request,
                 "payments/fee_form.html",

@@ -98,7 +98,9 @@ class RetryLater(Exception):
     """An event that cannot be applied yet; the provider is asked to deliver it again."""
 
 
-class FeeRuleInvalid(Exception):
+class InvalidInput(Exception):
+    """A form with field errors ({field name: message}); the page re-renders with them."""
+
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__(", ".join(errors.values()))
         self.errors = errors
@@ -108,15 +110,28 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def money(amount_minor: int, currency: str) -> str:
-    """For people: "PKR 4,500" (whole rupees), "USD 65.00"."""
+def amount_text(amount_minor: int, currency: str) -> str:
+    """ "4,500" (whole rupees), "65.00": the number as people write it."""
     digits = CURRENCY_DIGITS.get(currency, 2)
-    if currency == "PKR" and amount_minor % 100 == 0:
-        return f"PKR {amount_minor // 100:,}"
-    if digits == 0:
-        return f"{currency} {amount_minor:,}"
+    if (currency == "PKR" and amount_minor % 100 == 0) or digits == 0:
+        return f"{amount_minor // 10**digits:,}"
     major, minor = divmod(amount_minor, 10**digits)
-    return f"{currency} {major:,}.{minor:0{digits}d}"
+    return f"{major:,}.{minor:0{digits}d}"
+
+
+def money(amount_minor: int, currency: str) -> str:
+    """For people: "PKR 4,500", "USD 65.00"."""
+    return f"{currency} {amount_text(amount_minor, currency)}"
+
+
+def parse_amount(text: str, currency: str) -> int | None:
+    """Minor units from what a person typed ("4,500", "65.00"), or None if it is not an amount."""
+    digits = CURRENCY_DIGITS.get(currency, 2)
+    whole, _, fraction = text.strip().replace(",", "").partition(".")
+    if not whole.isdigit() or (fraction and not fraction.isdigit()) or len(fraction) > digits:
+        return None
+    amount = int(whole) * 10**digits + int((fraction or "0").ljust(digits, "0"))
+    return amount if 0 < amount <= 100_000_000_00 else None
 
 
 # The fee schedule -------------------------------------------------------------------------------
@@ -174,17 +189,8 @@ def check_rule(values: Mapping[str, str], known_specialties: set[str]) -> tuple[
     currency = values.get("currency", "").strip().upper()
     if pycountry.currencies.get(alpha_3=currency) is None:
         errors["currency"] = "Enter a three-letter currency code such as PKR or USD."
-    amount_text = values.get("amount", "").strip().replace(",", "")
-    amount_minor = 0
-    digits = CURRENCY_DIGITS.get(currency, 2)
-    try:
-        whole, _, fraction = amount_text.partition(".")
-        if not whole.isdigit() or (fraction and not fraction.isdigit()) or len(fraction) > digits:
-            raise ValueError
-        amount_minor = int(whole) * 10**digits + int((fraction or "0").ljust(digits, "0"))
-        if amount_minor <= 0 or amount_minor > 100_000_000_00:
-            raise ValueError
-    except ValueError:
+    amount_minor = parse_amount(values.get("amount", ""), currency)
+    if amount_minor is None:
         errors["amount"] = "Enter the amount as a number, such as 4500 or 65.00."
     clean = {
         "label": label,
@@ -210,7 +216,7 @@ async def save_rule(
         raise PaymentRefused("Only admins change fees.")
     clean, errors = check_rule(values, known_specialties)
     async with db.transaction():
-        existing = await _rule(rule_uid) if rule_uid else None
+        existing = await get_rule(rule_uid) if rule_uid else None
         clash = FeeRule.objects().where(
             (FeeRule.country == clean["country"]) & (FeeRule.specialty == clean["specialty"])
         )
@@ -222,8 +228,8 @@ async def save_rule(
             if clean["country"] or clean["specialty"] or not clean["active"]:
                 errors["active"] = "Keep one active rule for any country and any specialty."
         if errors:
-            raise FeeRuleInvalid(errors)
-        before = _rule_facts(existing) if existing else None
+            raise InvalidInput(errors)
+        before = _rule_text(existing) if existing else ""
         if existing is None:
             rule = FeeRule(**clean)
             await FeeRule.insert(rule)
@@ -239,12 +245,12 @@ async def save_rule(
             object_type="fee_rule",
             object_id=str(rule.uid),
             ip=ip,
-            details={"before": _rule_text(before), "after": _rule_text(_rule_facts(rule))},
+            details={"before": before, "after": _rule_text(rule)},
         )
     return rule
 
 
-async def _rule(uid: str | None) -> FeeRule | None:
+async def get_rule(uid: str) -> FeeRule | None:
     try:
         parsed = uuid.UUID(str(uid))
     except ValueError:
@@ -252,32 +258,16 @@ async def _rule(uid: str | None) -> FeeRule | None:
     return await FeeRule.objects().where(FeeRule.uid == parsed).first()
 
 
-async def get_rule(uid: str) -> FeeRule | None:
-    return await _rule(uid)
-
-
-def _rule_facts(rule: FeeRule) -> dict[str, Any]:
-    return {
-        "label": rule.label,
-        "country": rule.country,
-        "specialty": rule.specialty,
-        "fee": money(rule.amount_minor, rule.currency),
-        "active": rule.active,
-    }
-
-
-def _rule_text(facts: dict[str, Any] | None) -> str:
-    if facts is None:
-        return ""
-    where = facts["country"] or "any country"
-    what = facts["specialty"] or "any specialty"
-    state = "" if facts["active"] else " (inactive)"
-    return f"{facts['label']}: {facts['fee']} for {where}, {what}{state}"
+def _rule_text(rule: FeeRule) -> str:
+    where = rule.country or "any country"
+    what = rule.specialty or "any specialty"
+    state = "" if rule.active else " (inactive)"
+    return f"{rule.label}: {money(rule.amount_minor, rule.currency)} for {where}, {what}{state}"
 
 
 async def fix_fee(case: Case, patient: User) -> CaseFee:
     """Fix the fee on the case (at submission); later calls return what was fixed."""
-    existing = await CaseFee.objects().where(CaseFee.case == case.id).first()
+    existing = await case_fee(case)
     if existing is not None:
         return existing
     offer = await quote(patient.country or "", case.specialty)
@@ -295,15 +285,20 @@ async def case_fee(case: Case) -> CaseFee | None:
 # Providers ------------------------------------------------------------------------------------
 
 
+def _installed() -> dict[str, PaymentProvider]:
+    """Every provider a plugin offers, listed in the settings or not (old payments need theirs
+    for webhooks and refunds)."""
+    return runtime.plugins().payment_providers(runtime.settings())
+
+
 def providers() -> dict[str, PaymentProvider]:
     """The providers offered to patients, in the order the settings give."""
-    settings = runtime.settings()
-    available = runtime.plugins().payment_providers(settings)
-    return {name: available[name] for name in settings.payment_providers if name in available}
+    available = _installed()
+    return {n: available[n] for n in runtime.settings().payment_providers if n in available}
 
 
 def provider(name: str) -> PaymentProvider:
-    found = runtime.plugins().payment_providers(runtime.settings()).get(name)
+    found = _installed().get(name)
     if found is None:
         raise PaymentRefused("That way of paying is not available.")
     return found
@@ -361,7 +356,7 @@ async def summary(case: Case, specialty: Specialty | None) -> PaymentSummary:
 
 
 def provider_online(name: str) -> bool:
-    found = runtime.plugins().payment_providers(runtime.settings()).get(name)
+    found = _installed().get(name)
     return found.online if found else True
 
 
@@ -375,6 +370,37 @@ async def missing_records(case: Case, specialty: Specialty) -> list[str]:
         for item in specialty.required_documents
         if item.required and item.key not in present
     ]
+
+
+def may_see_payments(user: User, case: Case) -> bool:
+    """Payments and receipts: the owning patient, coordinators and admins (not doctors)."""
+    return user.role in (COORDINATOR, ADMIN) or (user.role == PATIENT and case.patient == user.id)
+
+
+async def readable_payment(user: User, case_uid: str, payment_uid: str) -> tuple[Case, Payment]:
+    """The case and payment `user` may read; CaseNotFound otherwise (nothing is revealed)."""
+    case = await cases.get_case(case_uid)
+    if not may_see_payments(user, case):
+        raise cases.CaseNotFound
+    found = next((p for p in await payments_of(case) if str(p.uid) == payment_uid), None)
+    if found is None:
+        raise cases.CaseNotFound
+    return case, found
+
+
+async def own_payment(patient: User, payment_uid: str) -> tuple[Case, Payment]:
+    """A payment of one of the patient's own cases; CaseNotFound otherwise."""
+    try:
+        parsed = uuid.UUID(payment_uid)
+    except ValueError:
+        raise cases.CaseNotFound from None
+    payment = await Payment.objects().where(Payment.uid == parsed).first()
+    if payment is None:
+        raise cases.CaseNotFound
+    case = await Case.objects().where(Case.id == payment.case).first()
+    if case is None or case.patient != patient.id:
+        raise cases.CaseNotFound
+    return case, payment
 
 
 # Paying ---------------------------------------------------------------------------------------
@@ -424,12 +450,11 @@ async def start_payment(case: Case, patient: User, provider_name: str, *, ip: st
                 Payment.updated_at: now(),
             }
         ).where(Payment.id == payment.id)
-        await audit.record(
+        await _audit(
             "payment.start",
+            payment,
+            case,
             actor=patient,
-            object_type="payment",
-            object_id=str(payment.uid),
-            case_id=str(case.uid),
             ip=ip,
             details={"provider": chosen.name, "fee": money(payment.amount_minor, fee.currency)},
         )
@@ -524,7 +549,7 @@ async def _ledger(payment: Payment, kind: str, *, note: str = "", key: str | Non
 async def receive_webhook(provider_name: str, headers: Mapping[str, str], body: bytes) -> int:
     """Verify a provider's notification and apply its events; returns how many changed
     something. Raises WebhookRejected for anything that is not verifiably the provider's."""
-    found = runtime.plugins().payment_providers(runtime.settings()).get(provider_name)
+    found = _installed().get(provider_name)
     if found is None:
         raise WebhookRejected("unknown provider")
     events = found.parse_webhook(headers, body, time.time())
@@ -609,11 +634,11 @@ async def _settle(
         if await _ledger(
             payment, "mismatch", note=note, key=f"{payment.uid}:mismatch:{event.event_id}"
         ):
-            await audit.record(
+            await _audit(
                 "payment.mismatch",
+                payment,
+                None,
                 outcome="failure",
-                object_type="payment",
-                object_id=str(payment.uid),
                 details={"expected": money(payment.amount_minor, payment.currency), "got": note},
             )
         return False
@@ -626,10 +651,6 @@ async def _settle(
         values["reference"] = reference
     if actor is not None:
         values["recorded_by"] = actor.id
-    if payment.status in (REFUND_PENDING, REFUND_DUE, REFUNDED):
-        # Refunded before this late "paid" arrived: the money is on its way back; keep the row.
-        await _ledger(payment, "charge", note=event.method)
-        return False
     if not await _advance(payment, SUCCEEDED, **values):
         return False
     payment.receipt_number = await _next_receipt_number()
@@ -638,12 +659,11 @@ async def _settle(
     )
     await _ledger(payment, "charge", note=event.method or payment.method)
     case = await Case.objects().where(Case.id == payment.case).first()
-    await audit.record(
+    await _audit(
         "payment.succeeded",
+        payment,
+        case,
         actor=actor,
-        object_type="payment",
-        object_id=str(payment.uid),
-        case_id=str(case.uid),
         ip=ip,
         details={
             "provider": payment.provider,
@@ -678,6 +698,19 @@ async def _mark_refunded(payment: Payment, event: PaymentEvent) -> bool:
     return True
 
 
+async def _audit(action: str, payment: Payment, case: Case | None, **fields: Any) -> None:
+    """One audit row about a payment (and its case)."""
+    if case is None:
+        case = await Case.objects().where(Case.id == payment.case).first()
+    await audit.record(
+        action,
+        object_type="payment",
+        object_id=str(payment.uid),
+        case_id=str(case.uid) if case else None,
+        **fields,
+    )
+
+
 def _case_url(case: Case) -> str:
     return f"{runtime.settings().base_url}/cases/{case.uid}"
 
@@ -704,22 +737,21 @@ async def record_offline(
         raise PaymentRefused("This case has no fee yet: the patient has not submitted it.")
     amount = money(fee.amount_minor, fee.currency)
     currency = values.get("currency", "").strip().upper()
-    typed = values.get("amount", "").strip().replace(",", "")
-    clean, amount_errors = check_rule({"label": "x", "currency": currency, "amount": typed}, set())
-    if "amount" in amount_errors or "currency" in amount_errors:
+    received = parse_amount(values.get("amount", ""), currency)
+    if received is None:
         errors["amount"] = f"Enter the amount received, such as {amount}."
-    elif (clean["amount_minor"], clean["currency"]) != (fee.amount_minor, fee.currency):
+    elif (received, currency) != (fee.amount_minor, fee.currency):
         errors["amount"] = f"The fee for this case is {amount}; record a payment of that amount."
     if errors:
-        raise FeeRuleInvalid(errors)
+        raise InvalidInput(errors)
     offline = provider("offline")
     payment = await _open_attempt(case, offline)
     event = PaymentEvent(
         event_id=f"recorded-{payment.uid}",
         kind=SUCCEEDED,
         provider_ref="",
-        amount_minor=clean["amount_minor"],
-        currency=clean["currency"],
+        amount_minor=received,
+        currency=currency,
         method=method,
     )
     async with db.transaction():
@@ -729,12 +761,11 @@ async def record_offline(
             )
         if not await _settle(payment, event, actor=staff, ip=ip, reference=reference):
             raise PaymentRefused("This payment was recorded already.")
-        await audit.record(
+        await _audit(
             "payment.record_offline",
+            payment,
+            case,
             actor=staff,
-            object_type="payment",
-            object_id=str(payment.uid),
-            case_id=str(case.uid),
             ip=ip,
             details={"method": method, "reference": reference, "fee": amount},
         )
@@ -790,9 +821,9 @@ async def decline(case: Case, staff: User, reason: str, *, ip: str | None) -> li
     """Decline a case before review and refund what was paid, each through its provider."""
     reason = reason.strip()
     if not reason:
-        raise FeeRuleInvalid({"reason": "Say why the case is declined; the patient reads this."})
+        raise InvalidInput({"reason": "Say why the case is declined; the patient reads this."})
     if len(reason) > 2000:
-        raise FeeRuleInvalid({"reason": "Use at most 2000 characters."})
+        raise InvalidInput({"reason": "Use at most 2000 characters."})
     async with db.transaction():
         await cases.transition(case, "decline", staff, ip=ip)
         await Case.update({Case.decline_reason: reason}).where(Case.id == case.id)
@@ -839,14 +870,13 @@ async def _refund(payment: Payment, case: Case, staff: User, *, ip: str | None) 
     except ProviderError as error:
         async with db.transaction():
             await _advance(payment, REFUND_DUE, message=error.message)
-            await audit.record(
+            await _audit(
                 "payment.refund",
+                payment,
+                case,
                 actor=staff,
-                outcome="failure",
-                object_type="payment",
-                object_id=str(payment.uid),
-                case_id=str(case.uid),
                 ip=ip,
+                outcome="failure",
                 details={"provider": payment.provider},
             )
         return payment
@@ -860,12 +890,11 @@ async def _refund(payment: Payment, case: Case, staff: User, *, ip: str | None) 
         else:
             await _advance(payment, REFUND_DUE, message="To be paid back by our staff.")
             await _ledger(payment, "manual_refund")
-        await audit.record(
+        await _audit(
             "payment.refund",
+            payment,
+            case,
             actor=staff,
-            object_type="payment",
-            object_id=str(payment.uid),
-            case_id=str(case.uid),
             ip=ip,
             details={"provider": payment.provider, "result": result.status},
         )
@@ -880,19 +909,18 @@ async def mark_refunded_by_hand(
         raise PaymentRefused("Only coordinators record refunds.")
     reference = reference.strip()
     if not reference or len(reference) > 120:
-        raise FeeRuleInvalid({"refund_reference": "Enter the reference of the refund."})
+        raise InvalidInput({"refund_reference": "Enter the reference of the refund."})
     payment = next((p for p in await payments_of(case) if str(p.uid) == payment_uid), None)
     if payment is None or payment.status != REFUND_DUE:
         raise PaymentRefused("This payment is not waiting for a refund.")
     async with db.transaction():
         if await _advance(payment, REFUNDED, message=""):
             await _ledger(payment, "refund", note=reference)
-        await audit.record(
+        await _audit(
             "payment.refund_by_hand",
+            payment,
+            case,
             actor=staff,
-            object_type="payment",
-            object_id=str(payment.uid),
-            case_id=str(case.uid),
             ip=ip,
             details={"reference": reference},
         )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from core import db
 from core.accounts import service as accounts
@@ -105,6 +105,15 @@ def page(browser: Browser) -> Iterator[Page]:
     tab = context.new_page()
     yield tab
     context.close()
+
+
+def sign_in(page: Page, server: LiveServer, email: str) -> None:
+    """Sign a patient in through the form, as a person does; lands on "My cases"."""
+    page.goto(server.url + "/login")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="My cases")).to_be_visible()
 
 
 def screenshot(page: Page, name: str) -> Path:

@@ -16,9 +16,15 @@ from playwright.sync_api import Page, expect
 from core import runtime
 from core.accounts import service as accounts
 from core.cases import service as cases
-from tests.browser.conftest import LiveServer, free_port, register_patient, screenshot, serving
+from tests.browser.conftest import (
+    LiveServer,
+    free_port,
+    register_patient,
+    screenshot,
+    serving,
+    sign_in,
+)
 from tests.payment_support import CHECKUP, with_checkup
-from tests.support import PASSWORD
 from tests.test_notifications import SmtpServer
 
 
@@ -69,10 +75,7 @@ def test_patient_pays_downloads_the_receipt_and_the_case_is_received(
     letter = tmp_path / "clinic letter.pdf"
     letter.write_bytes(b"%PDF-1.4\nletter from the clinic\n%%EOF\n")
 
-    page.goto(server.url + "/login")
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, server, email)
     page.goto(f"{server.url}/cases/{uid}")
     payment = page.locator("#payment")
     expect(payment).to_contain_text("The fee for this second opinion is PKR 4,500")

@@ -12,8 +12,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from tests.browser.conftest import ARTIFACTS, LiveServer, register_patient, screenshot
-from tests.support import PASSWORD
+from tests.browser.conftest import ARTIFACTS, LiveServer, register_patient, screenshot, sign_in
 from tests.test_preview import make_pdf, make_png
 
 ROOT = ARTIFACTS.parent
@@ -74,10 +73,7 @@ def test_pdf_and_photos_are_shown_in_the_page(
 
     page.on("console", note)
     page.on("pageerror", lambda error: problems.append(str(error)))
-    page.goto(live_server.url + "/login")
-    page.get_by_label("Email address").fill(patient)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, patient)
     page.get_by_role("link", name="Start a new request").click()
     page.get_by_label(re.compile(r"^\s*General second opinion")).check()
     page.get_by_role("button", name="Start my request").click()

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import LiveServer, register_patient, screenshot
-from tests.support import PASSWORD
+from tests.browser.conftest import LiveServer, register_patient, screenshot, sign_in
 from tests.test_documents import PDF, dicom_series, zipped
 
 
@@ -30,10 +29,7 @@ def test_records_upload_provider_link_and_download(
     letter = tmp_path / "referral letter.pdf"
     letter.write_bytes(b"%PDF-1.4\nreferral\n%%EOF\n")
 
-    page.goto(live_server.url + "/login")
-    page.get_by_label("Email address").fill(patient)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, patient)
     page.get_by_role("link", name="Start a new request").click()
     page.get_by_label(re.compile(r"^\s*Radiology second opinion")).check()
     page.get_by_role("button", name="Start my request").click()

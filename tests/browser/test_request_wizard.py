@@ -18,7 +18,7 @@ from playwright.sync_api import Locator, Page, expect
 from core.accounts import service as accounts
 from core.forms import Field, Repeating
 from core.plugins import PluginHost
-from tests.browser.conftest import LiveServer, screenshot
+from tests.browser.conftest import LiveServer, screenshot, sign_in
 from tests.support import PASSWORD
 
 BUILT_IN = ("general", "surgical", "pathology", "radiology")
@@ -34,14 +34,6 @@ def patient(live_server: LiveServer) -> str:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, registration).result()
     return email
-
-
-def sign_in(page: Page, server: LiveServer, email: str) -> None:
-    page.goto(server.url + "/login")
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="My cases")).to_be_visible()
 
 
 def exact(text: str) -> re.Pattern[str]:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from tests.browser.conftest import LiveServer, register_patient, screenshot
-from tests.support import PASSWORD
+from tests.browser.conftest import LiveServer, register_patient, screenshot, sign_in
 
 MiB = 1024 * 1024
 
@@ -32,10 +31,7 @@ def test_a_dropped_chunk_is_retried_and_a_reload_resumes(
     live_server: LiveServer, page: Page, patient: str, tmp_path: Path
 ) -> None:
     chunk = live_server.settings.upload_chunk_bytes
-    page.goto(live_server.url + "/login")
-    page.get_by_label("Email address").fill(patient)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, live_server, patient)
     page.get_by_role("link", name="Start a new request").click()
     page.get_by_label(re.compile(r"^\s*Radiology second opinion")).check()
     page.get_by_role("button", name="Start my request").click()
