@@ -383,6 +383,46 @@ async def test_worker_stop_is_clean_and_enqueue_works_without_worker(settings: S
     assert await OutboxMessage.count() == 1
 
 
+async def test_worker_stops_even_when_a_library_swallows_the_cancellation(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.11's wait_for can lose a cancellation that races its own timeout; a full-suite
+    # run once hung for minutes in stop() that way.
+    inside = asyncio.Event()
+
+    async def swallowing_deliver_due(*args: object, **kwargs: object) -> int:
+        inside.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+        return 0
+
+    monkeypatch.setattr(service, "deliver_due", swallowing_deliver_due)
+    worker = OutboxWorker(settings)
+    await worker.start()
+    await asyncio.wait_for(inside.wait(), 5)
+    async with asyncio.timeout(5):
+        await worker.stop()
+
+
+async def test_stopping_the_worker_does_not_swallow_its_callers_cancellation(
+    settings: Settings,
+) -> None:
+    worker = OutboxWorker(settings)
+    await worker.start()
+
+    async def stop_and_go_on() -> str:
+        await worker.stop()
+        return "went on"
+
+    task = asyncio.create_task(stop_and_go_on())
+    await asyncio.sleep(0)  # stop() is now waiting for the worker task
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_workers_are_woken_only_after_the_commit(settings: Settings) -> None:
     calls: list[int] = []
 

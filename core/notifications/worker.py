@@ -7,7 +7,6 @@ IMMEDIATE transaction on SQLite), so a message is never sent by two of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from core.notifications import service
@@ -25,12 +24,14 @@ class OutboxWorker:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup = asyncio.Event()
+        self._stopping = False
 
     async def start(self) -> None:
         if self._task is not None:
             return
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
+        self._stopping = False
         service.add_waker(self.wake)
         self._task = asyncio.create_task(self._run(), name="consilium-outbox")
 
@@ -40,10 +41,17 @@ class OutboxWorker:
         if task is None:
             return
         # Safe at any point: a message claimed but not yet recorded is retried once its lease
-        # expires.
+        # expires. The flag backs up the cancel: on Python 3.11 a library's wait_for racing its
+        # own timeout can swallow a cancellation, and the loop would then run on forever.
+        self._stopping = True
+        self._wakeup.set()
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our caller is being cancelled too: never swallow that
 
     def wake(self) -> None:
         loop = self._loop
@@ -61,10 +69,11 @@ class OutboxWorker:
     async def _run(self) -> None:
         # Woken after each enqueuing transaction commits; the poll is the backstop for retries
         # and for messages other processes enqueued.
-        while True:
+        while not self._stopping:
             self._wakeup.clear()
             await self._drain()
-            await self._sleep(self._settings.outbox_poll_seconds)
+            if not self._stopping:
+                await self._sleep(self._settings.outbox_poll_seconds)
 
     async def _drain(self) -> None:
         """Send until a pass finds less than a full batch; never let an error end the loop."""
