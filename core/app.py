@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from core.documents.provider_routes import ROUTES as PROVIDER_ROUTES
     from core.documents.routes import ROUTES as DOCUMENT_ROUTES
     from core.documents.service import Records, UploadRefused
+    from core.documents.storage import S3Store
     from core.notifications.worker import OutboxWorker
     from core.pages import ROUTES as PAGE_ROUTES
     from core.payments.routes import ROUTES as PAYMENT_ROUTES
@@ -91,6 +92,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if isinstance(records.store, S3Store):
+            # A new deployment's bucket is created here (a no-op when it exists); wrong S3
+            # settings stop the start instead of failing the first patient's upload.
+            try:
+                await records.store.ensure_bucket()
+            except BaseException:
+                await records.store.aclose()
+                raise
         await db.start_pool(settings)
         await worker.start()
         try:

@@ -106,6 +106,10 @@ def install_template_helpers(environment: Environment, settings: Settings) -> No
     from core.documents.service import previewable
 
     environment.globals["previewable"] = previewable
+    from core.documents.routes import record_notes, study_detail  # records list details
+
+    environment.globals["record_notes"] = record_notes
+    environment.globals["study_detail"] = study_detail
 
 
 def client_ip(request: Request) -> str | None:

@@ -17,6 +17,7 @@ from litestar import Litestar
 from core import db
 from core.app import create_app
 from core.cases import service as cases
+from core.cases.tables import Case
 from core.documents import links, resumable
 from core.documents.service import store_upload
 from core.payments import service as payments
@@ -25,8 +26,17 @@ from core.settings import Settings
 from tests.conftest import make_settings, open_client
 from tests.support import csrf_token, make_person, post_form, sign_in
 
-# "patient" owns the case used in case routes; "other_patient" is patient B.
-VISITORS = ("anonymous", "patient", "other_patient", "doctor", "coordinator", "admin")
+# "patient" owns the case used in case routes; "other_patient" is patient B; the case is
+# assigned to "assigned_doctor", not to "doctor".
+VISITORS = (
+    "anonymous",
+    "patient",
+    "other_patient",
+    "doctor",
+    "assigned_doctor",
+    "coordinator",
+    "admin",
+)
 PUBLIC = dict.fromkeys(VISITORS, 200)
 
 
@@ -100,35 +110,41 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/requests/{uid:str}/submit"): owner_only(400, anonymous=401),
     ("POST", "/requests/{uid:str}/cancel"): owner_only(303, anonymous=401),
     ("GET", "/cases/{uid:str}"): owner_only(200),
-    # Records: the owner, coordinators and admins read them; an unassigned doctor gets 404.
+    # Records: the owner, coordinators, admins and the assigned doctor read them; any other
+    # doctor gets 404.
     ("POST", "/cases/{uid:str}/documents"): {
         **owner_only(400, anonymous=401),  # an empty form: "Please choose a file"
         "doctor": 404,
-        "coordinator": 409,  # may read, but only the patient adds records
+        "assigned_doctor": 409,  # may read, but only the patient adds records
+        "coordinator": 409,
         "admin": 409,
     },
     # Resumable uploads: only the owning patient; staff may read the case but add nothing.
     ("POST", "/cases/{uid:str}/uploads"): {
         **owner_only(400, anonymous=401),  # an empty form: "Please choose a file"
         "doctor": 404,
+        "assigned_doctor": 409,
         "coordinator": 409,
         "admin": 409,
     },
     ("GET", "/cases/{uid:str}/uploads/{upload:str}"): {
         **owner_only(200),
         "doctor": 404,
+        "assigned_doctor": 409,
         "coordinator": 409,
         "admin": 409,
     },
     ("PUT", "/cases/{uid:str}/uploads/{upload:str}/chunks/{number:int}"): {
         **owner_only(400, anonymous=401),  # an empty body for a chunk of 2 KB: cut short
         "doctor": 404,
+        "assigned_doctor": 409,
         "coordinator": 409,
         "admin": 409,
     },
     ("DELETE", "/cases/{uid:str}/uploads/{upload:str}"): {
         **owner_only(204, anonymous=401),
         "doctor": 404,
+        "assigned_doctor": 409,
         "coordinator": 409,
         "admin": 409,
     },
@@ -148,6 +164,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/cases/{uid:str}/documents/{doc:str}"): {
         **owner_only(200),
         "doctor": 404,
+        "assigned_doctor": 200,
         "coordinator": 200,
         "admin": 200,
     },
@@ -155,12 +172,14 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/cases/{uid:str}/documents/{doc:str}/view"): {
         **owner_only(200),
         "doctor": 404,
+        "assigned_doctor": 200,
         "coordinator": 200,
         "admin": 200,
     },
     ("GET", "/cases/{uid:str}/documents/{doc:str}/preview"): {
         **owner_only(200),
         "doctor": 404,
+        "assigned_doctor": 200,
         "coordinator": 200,
         "admin": 200,
     },
@@ -170,6 +189,7 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("GET", "/cases/{uid:str}/payments/{payment:str}/receipt"): {
         **owner_only(200),
         "doctor": 404,
+        "assigned_doctor": 404,  # payments are not the reviewer's business
         "coordinator": 200,
         "admin": 200,
     },
@@ -253,12 +273,17 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
         "patient": await make_person("patient", "matrix-patient@example.com"),
         "other_patient": await make_person("patient", "matrix-other@example.com"),
         "doctor": await make_person("doctor", "matrix-doctor@example.com"),
+        "assigned_doctor": await make_person("doctor", "matrix-assigned@example.com"),
         "coordinator": await make_person("coordinator", "matrix-coord@example.com"),
         "admin": await make_person("admin", "matrix-admin@example.com"),
     }
     target = await make_person("doctor", "matrix-target@example.com")
     general = running_app.state.plugins.specialty("general")
     case = await cases.start_request(people["patient"].user, general, ip=None)
+    # Set directly: the case stays a draft for the request rows (cases.assign, which needs a
+    # received case, is tested in test_assignment.py).
+    case.assigned_doctor = people["assigned_doctor"].user.id
+    await Case.update({Case.assigned_doctor: case.assigned_doctor}).where(Case.id == case.id)
     document = await store_upload(
         running_app.state.records,
         case,

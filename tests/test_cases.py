@@ -344,7 +344,7 @@ async def test_illegal_transitions_are_refused_with_a_reason(client: AsyncClient
     with pytest.raises(cases.TransitionRefused, match="not possible while the case is “Draft”"):
         await cases.transition(case, "receive", None, ip=None)
     with pytest.raises(cases.CaseNotFound):
-        await cases.transition(case, "start_review", doctor.user, ip=None, assigned_doctor_id=None)
+        await cases.transition(case, "start_review", doctor.user, ip=None)
     await cases.transition(case, "cancel", patient.user, ip=None)
     assert (await cases.get_case(uid)).status == "cancelled"
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import struct
 import tracemalloc
+import uuid
 import zlib
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
+from core.documents.tables import Document
 from core.plugins import PluginHost
 from core.specialty import DocumentFacts
 from plugins.radiology.dicom import (
@@ -436,3 +439,108 @@ def test_hook_consilium_inspect_document(tmp_path: Path) -> None:
     assert hook(specialty=radiology, kind="dicom", open_file=opener(directory)) == []
     assert hook(specialty=radiology, kind="pdf", open_file=opener(b"%PDF-1.7")) == []
     assert hook(specialty=general, kind="dicom", open_file=opener(good)) == []
+
+
+# --- through the app: upload, download and the case pages ---------------------------------------
+
+
+async def radiology_case(client) -> str:
+    from tests.test_documents import new_case
+
+    _, uid = await new_case(client, f"dicom-{uuid.uuid4().hex[:8]}@example.com", "radiology")
+    return uid
+
+
+async def send(client, uid: str, name: str, data: bytes) -> None:
+    from tests.test_documents import upload
+
+    response = await upload(client, uid, name, data, token_in="header")
+    assert response.status_code == 303, response.text
+
+
+async def staff_page(running_app, uid: str) -> str:
+    from tests.conftest import open_client
+    from tests.support import make_person, sign_in
+
+    async with open_client(running_app) as staff:
+        await sign_in(staff, await make_person("coordinator"))
+        response = await staff.get(f"/staff/cases/{uid}")
+        assert response.status_code == 200, response.text
+        return response.text
+
+
+async def test_program_header_in_the_preamble_is_zeroed_through_http(client) -> None:
+    original = bundled("CT_small.dcm").read_bytes()
+    data = b"MZ" + b"\x90" * 126 + original[128:]  # CVE-2019-11687: a DICOM that is also a PE
+    uid = await radiology_case(client)
+    await send(client, uid, "IM0001", data)
+    [doc] = await Document.objects()
+    assert doc.kind == "dicom" and doc.size == len(data)
+    download = await client.get(f"/cases/{uid}/documents/{doc.uid}")
+    assert download.status_code == 200
+    assert download.content[:128] == bytes(128)
+    assert download.content[128:] == original[128:]
+
+
+async def test_malformed_dicom_is_stored_and_flagged_on_the_case_page(client) -> None:
+    good = make_instance()
+    uid = await radiology_case(client)
+    await send(client, uid, "IM0002", good[: good.index(b"Doe^Jane") + 3])  # cut short
+    [doc] = await Document.objects()
+    assert doc.kind == "dicom" and "malformed DICOM" in json.loads(doc.flags)
+    page = (await client.get(f"/cases/{uid}")).text
+    assert "IM0002" in page and "could not be read as DICOM" in page
+    # A good file gets no such note.
+    await send(client, uid, "IM0003", good)
+    page = (await client.get(f"/cases/{uid}")).text
+    assert page.count("could not be read as DICOM") == 1
+
+
+def two_series(**extra: object) -> bytes:
+    """One MRI study: series 2 "AX T2" with 3 images, series 5 "SAG T1" with 2, zipped."""
+    from tests.test_documents import zipped
+
+    members = {}
+    for series, number, description, count in (
+        (SERIES_A, 2, "AX T2", 3),
+        (SERIES_B, 5, "SAG T1", 2),
+    ):
+        for image in range(1, count + 1):
+            members[f"DICOM/S{number}/IM{image}"] = make_instance(
+                image,
+                series=series,
+                series_number=number,
+                modality="MR",
+                sop_class=MRImageStorage,
+                **{"SeriesDescription": description, **extra},
+            )
+    return zipped(members)
+
+
+async def test_staff_see_who_the_headers_name_and_the_series(client, running_app) -> None:
+    uid = await radiology_case(client)
+    await send(client, uid, "mri.zip", two_series())
+    staff = await staff_page(running_app, uid)
+    assert "MRI chest, 2 Oct 2026, 5 images" in staff
+    assert "<strong>Doe, Jane</strong> (ID MRN-0042)" in staff
+    assert staff.index("Series 2: AX T2, 3 images") < staff.index("Series 5: SAG T1, 2 images")
+    assert "more than one patient" not in staff
+    # The patient sees the same one line as before, without the header detail.
+    own = (await client.get(f"/cases/{uid}")).text
+    assert "MRI chest, 2 Oct 2026, 5 images" in own
+    assert "MRN-0042" not in own and "Series 2" not in own and "Doe, Jane" not in own
+
+
+async def test_header_text_is_escaped_for_staff(client, running_app) -> None:
+    uid = await radiology_case(client)
+    hostile = two_series(
+        PatientName="<script>alert(1)</script>",
+        PatientID="<img src=x onerror=alert(2)>",
+        SeriesDescription="<script>alert(3)</script>",
+    )
+    await send(client, uid, "mri.zip", hostile)
+    staff = await staff_page(running_app, uid)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in staff
+    assert "&lt;img src=x onerror=alert(2)&gt;" in staff
+    assert "Series 2: &lt;script&gt;alert(3)&lt;/script&gt;, 3 images" in staff
+    assert "<script>alert" not in staff and "<img src=x" not in staff

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydicom
@@ -88,16 +91,9 @@ async def test_upload_is_sealed_and_downloads_bit_identical(client, settings) ->
     assert doc.sha256 == hashlib.sha256(PDF).hexdigest()
     assert doc.display_name == "Report <b>.pdf" and doc.checklist_item == "clinic_letters"
 
-    # No plaintext anywhere on disk: not in the store, not in temp folders.
+    # Sealed in the store (temp files on every upload path: test_no_plaintext_touches_disk).
     stored = files_under(settings.var_dir / "documents")
     assert stored and all(CANARY not in p.read_bytes() for p in stored)
-    for folder in {Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp"))}:
-        for path in folder.glob("*"):
-            if path.is_file() and path.stat().st_size < 50 * 1024 * 1024:
-                try:
-                    assert CANARY not in path.read_bytes(), path
-                except PermissionError:
-                    pass
 
     page = await client.get(f"/cases/{uid}")
     assert "Report &lt;b&gt;.pdf" in page.text and "Received" in page.text
@@ -291,3 +287,132 @@ async def test_zip_bomb_is_refused_and_leaves_nothing(tmp_path, database_url) ->
         assert response.status_code == 422 and "cannot be unpacked" in response.text
     assert await Document.count() == 0
     assert not files_under(tmp_path / "documents" / "objects")
+
+
+# No plaintext on disk, on any upload path (SECURITY.md item 14) ---------------------------------
+
+TEMP_FILE_MAKERS = ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp")
+
+
+def _recording(name: str, original: Any, calls: list[tuple[str, str]]) -> Any:
+    if isinstance(original, type):  # SpooledTemporaryFile: a class, kept one for isinstance
+
+        class Recorded(original):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                calls.append((name, str(kwargs.get("dir") or "")))
+                super().__init__(*args, **kwargs)
+
+        return Recorded
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append((name, str(kwargs.get("dir") or "")))
+        return original(*args, **kwargs)
+
+    return recorded
+
+
+def record_temp_files(monkeypatch: pytest.MonkeyPatch, folder: Path) -> list[tuple[str, str]]:
+    """Point `tempfile` and TMPDIR at `folder` and record (maker, dir) of every temp file made
+    from now on, also through names imported before (Litestar's UploadFile holds its own
+    `SpooledTemporaryFile`, whose roll-over makes an unlinked file no folder scan would see)."""
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    calls: list[tuple[str, str]] = []
+    for name in TEMP_FILE_MAKERS:
+        original = getattr(tempfile, name)
+        recorder = _recording(name, original, calls)
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None)
+            if isinstance(namespace, dict) and namespace.get(name) is original:
+                monkeypatch.setattr(module, name, recorder)
+    return calls
+
+
+async def _send_in_one_request(app, client, owner, uid, data):
+    assert (await upload(client, uid, "findings.pdf", data)).status_code == 303
+
+
+async def _send_in_chunks(app, client, owner, uid, data):
+    script = {"x-csrftoken": csrf_token(client), "x-upload-client": "1"}
+    started = await client.post(
+        f"/cases/{uid}/uploads",
+        data={"filename": "findings.pdf", "size": str(len(data))},
+        headers=script,
+    )
+    state = started.json()
+    assert state["chunks"] > 1, state
+    size = state["chunk_size"]
+    for number in range(state["chunks"]):
+        answer = await client.put(
+            f"/cases/{uid}/uploads/{state['upload']}/chunks/{number}",
+            content=data[number * size : (number + 1) * size],
+            headers=script,
+        )
+        assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "done"
+
+
+async def _send_through_a_link(app, client, owner, uid, data):
+    from core.documents import links
+
+    case = await cases.get_case(uid)
+    _, token = await links.create_link(owner.user, case, ip=None)
+    async with open_client(app) as provider:  # no account: a link's own page gives the cookie
+        assert (await provider.get(f"/upload/{token}")).status_code == 200
+        body, content_type = multipart(
+            [("_csrf_token", csrf_token(provider)), ("file", ("findings.pdf", data, "x/y"))]
+        )
+        sent = await provider.post(
+            f"/upload/{token}", content=body, headers={"content-type": content_type}
+        )
+        assert sent.status_code == 200 and "CANARY" not in sent.text, sent.text
+
+
+async def _send_zipped(app, client, owner, uid, data):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # the canary stays legible
+        archive.writestr("scans/findings.pdf", data)
+    assert CANARY in buffer.getvalue()
+    assert (await upload(client, uid, "records.zip", buffer.getvalue())).status_code == 303
+
+
+UPLOAD_PATHS = {
+    "one-request": _send_in_one_request,
+    "resumable": _send_in_chunks,
+    "provider-link": _send_through_a_link,
+    "zip": _send_zipped,
+}
+
+
+@pytest.mark.parametrize("path", UPLOAD_PATHS)
+async def test_no_plaintext_touches_disk(tmp_path, database_url, monkeypatch, path) -> None:
+    """A 3 MiB upload with a canary in it, on each upload path: no temp file is made while it
+    streams (Litestar's UploadFile would spool it), and the canary is in no file under the app's
+    var dir (store, database, sessions) or the temp folder; the record reads back intact."""
+    from core.app import create_app
+    from core.db import configure_database
+
+    settings = make_settings(tmp_path, database_url, upload_chunk_bytes=1024 * 1024)
+    temp = tmp_path / "temp-files"
+    configure_database(settings)
+    app = create_app(settings)
+    data = PDF[:-100] + CANARY + PDF[-100:]  # one canary in the first MiB, one in the last
+    async with open_client(app) as client:
+        owner, uid = await new_case(client, f"canary-{path}@example.com")
+        calls = record_temp_files(monkeypatch, temp)
+        await UPLOAD_PATHS[path](app, client, owner, uid, data)
+        monkeypatch.undo()
+
+        # The session store writes its (non-medical) records atomically through mkstemp.
+        sessions = str(settings.var_dir / "sessions")
+        assert [call for call in calls if call != ("mkstemp", sessions)] == []
+        on_disk = files_under(tmp_path)  # the var dir, holding the temp folder too
+        assert files_under(tmp_path / "documents" / "objects")
+        assert [p for p in on_disk if CANARY in p.read_bytes()] == []
+        [doc] = await Document.objects().where(Document.status == "complete")
+        download = await client.get(f"/cases/{uid}/documents/{doc.uid}")
+        assert download.content == data

@@ -23,6 +23,7 @@ from core.documents.storage import (
     validate_key,
 )
 from tests.seaweed import SeaweedServer, seaweed_fixture
+from tests.support import csrf_token
 
 MiB = 1 << 20
 PART = 5 * MiB  # the S3 minimum, so multipart paths run with little data
@@ -498,4 +499,80 @@ async def test_s3_wrong_secret_is_refused(seaweed: SeaweedServer) -> None:
         with pytest.raises(Exception, match=r"(?i)denied|signature|forbidden|403"):
             await store.ensure_bucket()
     finally:
+        await store.aclose()
+
+
+async def test_s3_backend_through_the_app(
+    seaweed: SeaweedServer, tmp_path: Path, database_url: str | None
+) -> None:
+    """The app configured for S3 (nothing else prepared): its start creates the bucket; a
+    one-request and a resumable upload go in sealed and come back bit-identical; the bucket
+    holds exactly the two records (no upload parts left), and no plaintext."""
+    from core.app import create_app
+    from core.db import configure_database
+    from core.documents.tables import Document
+    from tests.conftest import make_settings, open_client
+    from tests.test_documents import CANARY, PDF, files_under, new_case, upload
+
+    bucket = f"app-{uuid.uuid4().hex[:12]}"
+    settings = make_settings(
+        tmp_path,
+        database_url,
+        documents_backend="s3",
+        s3_endpoint_url=seaweed.endpoint_url,
+        s3_bucket=bucket,
+        s3_access_key=seaweed.access_key,
+        s3_secret_key=seaweed.secret_key,
+        s3_region=seaweed.region,
+        upload_chunk_bytes=MiB,
+    )
+    configure_database(settings)
+    app = create_app(settings)
+    chunked = b"%PDF-1.7\n" + os.urandom(MiB) + CANARY + os.urandom(2 * MiB) + b"\n%%EOF\n"
+    store = S3Store(
+        seaweed.endpoint_url, bucket, seaweed.access_key, seaweed.secret_key, seaweed.region
+    )
+    try:
+        async with app.lifespan(), open_client(app) as client:
+            # Made by the app's start, before any upload (SeaweedFS, unlike AWS, would also
+            # make it on the first write).
+            listed = await (await store._get_client()).list_buckets()
+            assert bucket in [b["Name"] for b in listed["Buckets"]]
+            _, uid = await new_case(client, "s3-app@example.com")
+            sent = await upload(client, uid, "report.pdf", PDF, token_in="header")
+            assert sent.status_code == 303, sent.text
+
+            script = {"x-csrftoken": csrf_token(client), "x-upload-client": "1"}
+            state = (
+                await client.post(
+                    f"/cases/{uid}/uploads",
+                    data={"filename": "study.pdf", "size": str(len(chunked))},
+                    headers=script,
+                )
+            ).json()
+            assert state["chunks"] == 4, state
+            for number in range(4):
+                answer = await client.put(
+                    f"/cases/{uid}/uploads/{state['upload']}/chunks/{number}",
+                    content=chunked[number * MiB : (number + 1) * MiB],
+                    headers=script,
+                )
+                assert answer.status_code == 200, answer.text
+            assert answer.json()["status"] == "done"
+
+            docs = {doc.display_name: doc for doc in await Document.objects()}
+            assert sorted(docs) == ["report.pdf", "study.pdf"]
+            for name, data in (("report.pdf", PDF), ("study.pdf", chunked)):
+                got = await client.get(f"/cases/{uid}/documents/{docs[name].uid}")
+                assert got.status_code == 200 and got.content == data
+
+        keys = sorted([key async for key in store.keys()])
+        assert keys == sorted(doc.storage_key for doc in docs.values())
+        for key in keys:
+            assert CANARY not in await read_all(store, key)
+        assert await store.pending_uploads() == []
+        assert not files_under(tmp_path / "documents")  # nothing went to the local store
+    finally:
+        with contextlib.suppress(Exception):
+            await empty_bucket(store)
         await store.aclose()

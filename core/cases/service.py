@@ -403,7 +403,6 @@ async def transition(
     actor: User | None,
     *,
     ip: str | None,
-    assigned_doctor_id: int | None = None,
 ) -> Case:
     """Apply `action` if the actor may and the case is in a state that allows it.
 
@@ -419,7 +418,7 @@ async def transition(
         raise TransitionRefused("Your account cannot do this.")
     if rule.owner_only and (actor is None or case.patient != actor.id):
         raise CaseNotFound
-    if rule.assigned_only and (actor is None or assigned_doctor_id != actor.id):
+    if rule.assigned_only and (actor is None or case.assigned_doctor != actor.id):
         raise CaseNotFound
     async with db.transaction():
         changed = (
@@ -445,4 +444,31 @@ async def transition(
             details={"from": case.status, "to": rule.target},
         )
     case.status = rule.target
+    return case
+
+
+async def assign(case: Case, doctor: User, actor: User, *, ip: str | None) -> Case:
+    """Give a received case to a doctor of its specialty, or move it to another one.
+
+    The doctor on the case is the only doctor who may read its records: the one it is taken
+    from loses access at once, in the same transaction as the state change.
+    """
+    if doctor.id not in {d.id for d in await doctors_for(case.specialty)}:
+        raise TransitionRefused("Choose an active doctor of this specialty.")
+    if doctor.id == case.assigned_doctor:
+        raise TransitionRefused("The case is already assigned to this doctor.")
+    action = "assign" if case.status == states.RECEIVED else "reassign"
+    async with db.transaction():
+        case = await transition(case, action, actor, ip=ip)
+        await Case.update({Case.assigned_doctor: doctor.id}).where(Case.id == case.id)
+        await audit.record(
+            "case.assigned_doctor",
+            actor=actor,
+            object_type="case",
+            object_id=str(case.uid),
+            case_id=str(case.uid),
+            ip=ip,
+            details={"doctor": str(doctor.uid)},
+        )
+    case.assigned_doctor = doctor.id
     return case

@@ -38,6 +38,8 @@ class Case(Table, tablename="case_case"):
     intake = JSON(default="{}")
     questions = JSON(default="[]")
     preferred_doctor = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    # The doctor reviewing the case now; only they (besides coordinators) may read its records.
+    assigned_doctor = ForeignKey(User, on_delete=OnDelete.restrict, null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
     submitted_at = Timestamptz(null=True, default=None)

@@ -163,7 +163,7 @@ async def start(
         else 0,
     )
     if room <= 0:
-        raise service.UploadRefused(413, "This case has no room for more files. Please contact us.")
+        raise service.UploadRefused(413, service.NO_ROOM)
     if size > room:
         raise service.UploadRefused(
             413, f"This file is too large. The most we accept here is {service.mib(room)}."

@@ -18,11 +18,12 @@ Header, 33 bytes::
     0       4     magic, the ASCII bytes "CSL1" (43 53 4c 31)
     4       1     version, 0x01
     5       1     algorithm, 0x01 = AES-256-GCM with a 16-byte tag
-    6       4     segment_size s: plaintext bytes per segment, uint32; 16 <= s <= 2**26
+    6       4     segment_size s: plaintext bytes per segment, uint32; 16 <= s <= 2**23
     10      16    file_id: the file's identity (random, chosen by the application)
     26      7     nonce_prefix: random, fresh for every sealing
 
-The default segment size is 2**20 (1 MiB); 2**26 (64 MiB) is the largest a reader accepts.
+The default segment size is 2**20 (1 MiB); 2**23 (8 MiB, ``MAX_SEGMENT_SIZE``) is the largest
+a writer uses or a reader accepts: it bounds what a forged header can make a reader buffer.
 A data key seals one plaintext; should one ever seal several, the random nonce prefix keeps the
 nonces apart (a collision needs the same 56 random bits twice).
 
@@ -40,7 +41,7 @@ n must not exceed 2**32. Segment i is::
 
 So the sealed size is 33 + P + 16*n, and sealed segment i starts at 33 + i*(s + 16).
 
-Reading. Check magic, version, algorithm, that 16 <= s <= 2**26, and that file_id is the
+Reading. Check magic, version, algorithm, that 16 <= s <= 2**23, and that file_id is the
 expected one. Then take segments of s + 16 bytes while more bytes follow them, opening each with
 last = 0x00; what remains at the end of the stream (16..s + 16 bytes) is the final segment,
 opened with last = 0x01. Anything else is an error: fewer than 16 bytes left, a tag that fails,

@@ -53,6 +53,10 @@ from core.specialty import Specialty
 
 COMPLETE, UPLOADING, EXPANDED = "complete", "uploading", "expanded"
 READ_CHUNK = 1 << 20
+NO_ROOM = (
+    "Your files have used all the space we keep for this case or your account. "
+    "Please contact us if you need to send more."
+)
 SEAL_BATCH_BYTES = 1 << 20  # plaintext handed to the sealing thread at a time
 
 
@@ -105,14 +109,14 @@ def now() -> datetime:
 
 
 def may_read(user: User, case: Case) -> bool:
-    """The owning patient, coordinators and admins; the assigned doctor once assignment exists
-    (the triage issue adds it: until then no doctor is assigned to anything)."""
+    """The owning patient, coordinators and admins, and the doctor the case is assigned to now:
+    a reassigned doctor loses access at once."""
     if user.role == PATIENT:
         return case.patient == user.id
     if user.role in (COORDINATOR, ADMIN):
         return True
     if user.role == DOCTOR:
-        return getattr(case, "assigned_doctor", None) == user.id
+        return case.assigned_doctor is not None and case.assigned_doctor == user.id
     return False
 
 
@@ -304,7 +308,7 @@ async def store_upload(
     refused kind or a limit; the limit is enforced while streaming, whatever the headers said."""
     limit = await upload_room(records, case, uploader)
     if limit <= 0:
-        raise UploadRefused(413, "This case has no room for more files. Please contact us.")
+        raise UploadRefused(413, NO_ROOM)
     head, _ = await _take_head(chunks)
     too_large = UploadRefused(
         413, f"This file is too large. The most we accept here is {mib(limit)}."

@@ -4,11 +4,12 @@ browser, and downloads a file back bit-identical; every opening shows on their a
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser.conftest import LiveServer, register_patient, screenshot, sign_in
 from tests.test_documents import PDF, dicom_series, zipped
@@ -69,3 +70,74 @@ def test_records_upload_provider_link_and_download(
 
     page.get_by_role("link", name="See who opened your records").click()
     expect(page.get_by_text("Downloaded radiology report.pdf")).to_be_visible()
+
+
+def start_request(page: Page, server: LiveServer) -> str:
+    """A new radiology request; returns its case page's URL."""
+    page.get_by_role("link", name="Start a new request").click()
+    page.get_by_label(re.compile(r"^\s*Radiology second opinion")).check()
+    page.get_by_role("button", name="Start my request").click()
+    return server.url + "/cases/" + page.url.split("/requests/")[1].split("/")[0]
+
+
+def test_plain_form_upload_without_javascript(
+    live_server: LiveServer, browser: Browser, tmp_path: Path
+) -> None:
+    email = register_patient("records-no-js@example.com", "Amna Riaz")
+    letter = tmp_path / "clinic letter.pdf"
+    letter.write_bytes(b"%PDF-1.4\nclinic letter\n%%EOF\n")
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        sign_in(page, live_server, email)
+        case_url = start_request(page, live_server)
+        page.goto(case_url)
+        posts = []
+        page.on("request", lambda r: posts.append(r) if r.method == "POST" else None)
+        page.get_by_label("Choose files").set_input_files(str(letter))
+        page.get_by_role("button", name="Upload files").click()
+        expect(page.get_by_role("link", name="clinic letter.pdf", exact=True)).to_be_visible()
+        assert "notice=records-uploaded" in page.url
+        # The browser's own form post, not upload.js (which adds its headers).
+        [post] = posts
+        assert post.url.endswith("/documents/")
+        assert post.headers["content-type"].startswith("multipart/form-data")
+        assert "x-upload-client" not in post.headers and "x-csrftoken" not in post.headers
+    finally:
+        context.close()
+
+
+def test_upload_shows_its_progress(live_server: LiveServer, page: Page, tmp_path: Path) -> None:
+    email = register_patient("records-progress@example.com", "Omar Sheikh")
+    chunk = live_server.settings.upload_chunk_bytes
+    scan = tmp_path / "MRI spine.pdf"
+    scan.write_bytes(b"%PDF-1.7\n" + os.urandom(2 * chunk + 1000) + b"\n%%EOF\n")
+    sign_in(page, live_server, email)
+    page.goto(start_request(page, live_server))
+    bar = page.locator("progress.upload-progress")
+    expect(bar).to_be_hidden()
+
+    held: list[Route] = []  # the second piece waits until the bar has been seen mid-upload
+    page.route(
+        "**/uploads/*/chunks/*",
+        lambda route: (
+            held.append(route)
+            if route.request.url.endswith("/chunks/1") and not held
+            else route.continue_()
+        ),
+    )
+    page.get_by_label("Choose files").set_input_files(str(scan))
+    page.get_by_role("button", name="Upload files").click()
+    expect(bar).to_be_visible()
+    expect(page.get_by_role("button", name="Upload files")).to_be_disabled()
+    for _ in range(400):  # route handlers run while the page is waited on
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the second piece was never sent"
+    percent = bar.evaluate("(el) => el.value")
+    assert 0 < percent < 100, percent
+    screenshot(page, "upload-progress-phone")
+    held[0].continue_()
+    expect(page.get_by_role("link", name="MRI spine.pdf", exact=True)).to_be_visible(timeout=30000)
+    expect(bar).to_be_hidden()
