@@ -1,9 +1,12 @@
 """A local HTTP server that speaks Stripe's wire format for the calls Consilium makes.
 
-POST /v1/checkout/sessions and POST /v1/refunds, form-encoded with bracketed keys, bearer-key
-authentication, and Stripe's idempotency rule (same key and same parameters: the same object;
-same key, other parameters: 400 idempotency_error). Events are built and signed as Stripe signs
-them (`Stripe-Signature: t=…,v1=HMAC-SHA256(secret, "t." + raw body)`).
+POST /v1/checkout/sessions, POST /v1/checkout/sessions/{id}/expire and POST /v1/refunds,
+form-encoded with bracketed keys, bearer-key authentication, and Stripe's idempotency rules
+(same key and same parameters: the saved response; same key, other parameters: 400
+idempotency_error; same key while the first request still runs: 409 idempotency_key_in_use).
+Events are built and signed as Stripe signs them
+(`Stripe-Signature: t=…,v1=HMAC-SHA256(secret, "t." + raw body)`); a charge carries the
+metadata its PaymentIntent was given (`payment_intent_data[metadata][…]`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
@@ -28,7 +32,12 @@ class Emulator:
     requests: list[tuple[str, dict[str, str], dict[str, str]]] = field(default_factory=list)
     sessions: dict[str, dict] = field(default_factory=dict)
     fail_next: int = 0  # answer this many calls with HTTP 500
-    _idempotent: dict[str, tuple[dict, dict]] = field(default_factory=dict)
+    delay: float = 0.0  # seconds each call takes (to overlap concurrent requests)
+    refund_status: str = "succeeded"  # what a new refund reports ("pending" for slow methods)
+    intent_metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # by session id
+    _idempotent: dict[str, tuple[dict, tuple[int, dict]]] = field(default_factory=dict)
+    _running: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, path: str, headers: dict[str, str], form: dict[str, str]) -> tuple[int, dict]:
         self.requests.append((path, headers, form))
@@ -38,29 +47,65 @@ class Emulator:
             self.fail_next -= 1
             return 500, _error("api_error", "Something went wrong on Stripe's end.")
         key = headers.get("idempotency-key", "")
-        if key in self._idempotent:
-            params, response = self._idempotent[key]
-            if params != form:
-                return 400, _error(
+        with self._lock:
+            if key in self._idempotent:
+                params, saved = self._idempotent[key]
+                if params != form:
+                    return 400, _error(
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same parameters.",
+                    )
+                return saved
+            if key in self._running:
+                return 409, _error(
                     "idempotency_error",
-                    "Keys for idempotent requests can only be used with the same parameters.",
+                    "There is currently another in-progress request using this Idempotent Key "
+                    "(that probably means you submitted twice, and the other request is still "
+                    "going through): " + key + ". Please try again later.",
+                    code="idempotency_key_in_use",
                 )
-            return 200, response
+            if key:
+                self._running.add(key)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            saved = self._execute(path, form)
+            with self._lock:
+                if key and saved[0] != 404:
+                    self._idempotent[key] = (form, saved)
+            return saved
+        finally:
+            with self._lock:
+                self._running.discard(key)
+
+    def _execute(self, path: str, form: dict[str, str]) -> tuple[int, dict]:
         if path == "/v1/checkout/sessions":
-            response = self._session(form)
-        elif path == "/v1/refunds":
-            response = {
+            return 200, self._session(form)
+        if expire := re.fullmatch(r"/v1/checkout/sessions/([^/]+)/expire", path):
+            session = self.sessions.get(expire[1])
+            if session is None:
+                return 404, _error(
+                    "invalid_request_error",
+                    f"No such checkout.session: '{expire[1]}'",
+                    code="resource_missing",
+                )
+            if session["status"] != "open":
+                return 400, _error(
+                    "invalid_request_error",
+                    'Only Checkout Sessions with a status in ["open"] can be expired.',
+                )
+            session["status"] = "expired"
+            return 200, dict(session)
+        if path == "/v1/refunds":
+            return 200, {
                 "id": "re_" + secrets.token_hex(12),
                 "object": "refund",
-                "status": "succeeded",
+                "status": self.refund_status,
                 "payment_intent": form.get("payment_intent"),
                 "amount": int(form.get("amount", "0")),
+                "metadata": _metadata(form, "metadata"),
             }
-        else:
-            return 404, _error("invalid_request_error", f"Unrecognized request URL ({path}).")
-        if key:
-            self._idempotent[key] = (form, response)
-        return 200, response
+        return 404, _error("invalid_request_error", f"Unrecognized request URL ({path}).")
 
     def _session(self, form: dict[str, str]) -> dict:
         session_id = "cs_test_" + secrets.token_hex(16)
@@ -75,22 +120,25 @@ class Emulator:
             "payment_status": "unpaid",
             "payment_intent": None,
             "status": "open",
-            "metadata": {
-                k[len("metadata[") : -1]: v for k, v in form.items() if k.startswith("metadata[")
-            },
+            "metadata": _metadata(form, "metadata"),
         }
         self.sessions[session_id] = session
+        self.intent_metadata[session_id] = _metadata(form, "payment_intent_data[metadata]")
         return session
 
     # Events, as Stripe sends them ---------------------------------------------------------
 
-    def event(self, kind: str, session_id: str, **changes: object) -> bytes:
-        obj = dict(self.sessions[session_id])
+    def event(
+        self, kind: str, session_id: str, *, created: int | None = None, **changes: object
+    ) -> bytes:
+        """The event Stripe sends about a session (the session's state changes with it)."""
+        session = self.sessions[session_id]
         if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
-            obj |= {"payment_status": "paid", "status": "complete"}
-            obj["payment_intent"] = "pi_" + session_id[-16:]
+            session |= {"payment_status": "paid", "status": "complete"}
+            session["payment_intent"] = "pi_" + session_id[-16:]
         if kind == "checkout.session.expired":
-            obj |= {"status": "expired"}
+            session |= {"status": "expired"}
+        obj = dict(session)
         if kind == "charge.refunded":
             obj = {
                 "id": "ch_" + session_id[-16:],
@@ -99,18 +147,41 @@ class Emulator:
                 "amount_refunded": obj["amount_total"],
                 "currency": obj["currency"],
                 "refunded": True,
+                "metadata": dict(self.intent_metadata.get(session_id, {})),
             }
-        obj |= changes
-        event = {
-            "id": "evt_" + secrets.token_hex(12),
-            "object": "event",
-            "api_version": "2024-06-20",
-            "created": int(time.time()),
-            "type": kind,
-            "livemode": False,
-            "data": {"object": obj},
+        return _event(kind, obj | changes, created)
+
+    def foreign_refund(self, amount: int = 2500, currency: str = "usd") -> bytes:
+        """charge.refunded for a charge another system on the same account made."""
+        suffix = secrets.token_hex(8)
+        charge = {
+            "id": "ch_" + suffix,
+            "object": "charge",
+            "payment_intent": "pi_" + suffix,
+            "amount_refunded": amount,
+            "currency": currency,
+            "refunded": True,
+            "metadata": {"order_id": "shop-1234"},
         }
-        return json.dumps(event).encode()
+        return _event("charge.refunded", charge, None)
+
+
+def _event(kind: str, obj: dict, created: int | None) -> bytes:
+    event = {
+        "id": "evt_" + secrets.token_hex(12),
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": int(time.time()) if created is None else created,
+        "type": kind,
+        "livemode": False,
+        "data": {"object": obj},
+    }
+    return json.dumps(event).encode()
+
+
+def _metadata(form: dict[str, str], prefix: str) -> dict[str, str]:
+    start = prefix + "["
+    return {k[len(start) : -1]: v for k, v in form.items() if k.startswith(start)}
 
 
 def signature(body: bytes, *, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:
@@ -119,8 +190,11 @@ def signature(body: bytes, *, secret: str = WEBHOOK_SECRET, at: int | None = Non
     return f"t={stamp},v1={mac}"
 
 
-def _error(kind: str, message: str) -> dict:
-    return {"error": {"type": kind, "message": message}}
+def _error(kind: str, message: str, *, code: str | None = None) -> dict:
+    error = {"type": kind, "message": message}
+    if code:
+        error["code"] = code
+    return {"error": error}
 
 
 def start() -> tuple[Emulator, ThreadingHTTPServer]:

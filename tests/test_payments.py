@@ -9,17 +9,24 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import subprocess
+import threading
 from contextlib import aclosing
 from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
+from zoneinfo import ZoneInfo
 
 import pytest
 from httpx import AsyncClient
 
 from core.audit.tables import AuditEvent
 from core.cases import service as cases
+from core.cases.tables import CaseEvent
 from core.cases.turnaround import add_working_days
 from core.hookspecs import hookimpl
+from core.payments import receipts
 from core.payments import service as payments
 from core.payments.providers import (
     Checkout,
@@ -105,6 +112,26 @@ async def test_the_fee_depends_on_the_country_and_is_fixed_at_submission(running
         assert "PKR 5,000" in (await pakistani.get("/")).text  # the home page shows the schedule
 
 
+async def test_the_review_step_shows_the_fee_before_submitting(running_app) -> None:
+    client, _ = await patient_client(running_app, "PK")
+    async with aclosing(client):
+        response = await post_form(client, "/requests/new", {"specialty": "checkup"})
+        uid = response.headers["location"].split("/")[2]
+        for step, data in [
+            (
+                "subject",
+                {"subject_kind": "self", "subject_birth_date": "1980-01-02", "subject_sex": "male"},
+            ),
+            ("intake", {"diagnosis": "Gallstones"}),
+            ("questions", {"question_1": "Do I need an operation?"}),
+            ("doctor", {"preferred_doctor": "none"}),
+        ]:
+            assert (await post_form(client, f"/requests/{uid}/{step}", data)).status_code == 303
+        page = (await client.get(f"/requests/{uid}/review")).text
+    text = " ".join(re.sub(r"<[^>]+>", "", page).split())
+    assert "Fee: PKR 4,500, payable after you submit." in text
+
+
 async def test_fee_form_errors_keep_the_entries(running_app) -> None:
     admin = await staff_client(running_app, "admin")
     async with aclosing(admin):
@@ -158,7 +185,15 @@ async def test_sandbox_payment_then_records_makes_the_case_received(running_app,
 
         await add_letter(running_app, case)
         stored = await cases.get_case(str(case.uid))
-        assert stored.status == "received" and stored.due_on is not None
+        assert stored.status == "received" and stored.received_at is not None
+        # Due five working days after the local day it was received (Pakistan's holidays and
+        # weekend), the service's turnaround.
+        assert settings.turnaround_working_days == 5
+        received_day = stored.received_at.astimezone(ZoneInfo(settings.time_zone)).date()
+        expected = add_working_days(
+            received_day, 5, country=settings.holiday_country, weekend=settings.weekend_days
+        )
+        assert stored.due_on == expected
         page = (await client.get(f"/cases/{case.uid}")).text
         assert "Received for review" in page
         assert stored.due_on.strftime("%-d %B %Y") in page
@@ -181,6 +216,49 @@ async def test_records_first_then_payment_receives_at_once(running_app) -> None:
         queue = await coordinator.get("/staff/cases?queue=received")
         assert case.reference in queue.text
         assert case.reference in (await coordinator.get("/dashboard")).text
+
+
+async def test_a_payment_and_the_last_record_at_once_always_receive_the_case(running_app) -> None:
+    """The payment's notice and the upload of the last required record, at the same moment, many
+    times: whichever commits second sees the other's change, the case is received once, and the
+    case-row lock (PostgreSQL) or IMMEDIATE transactions (SQLite) never deadlock or fail.
+
+    Without a lock, READ COMMITTED can let both miss the other's uncommitted write; today the
+    audit chain's advisory lock also happens to order these two transactions, so this test
+    guards the outcome and the absence of deadlocks rather than the row lock alone."""
+    sandbox = payments.provider("sandbox")
+    client, _ = await patient_client(running_app)
+    async with aclosing(client):
+        for batch in range(2):
+            notices = []
+            waiting = [await submitted_case(client) for _ in range(8)]
+            for case in waiting:
+                await post_form(client, f"/cases/{case.uid}/payments/", {"provider": "sandbox"})
+                payment = await Payment.objects().where(Payment.case == case.id).first()
+                notices.append(
+                    sandbox.notification(
+                        provider_ref=payment.provider_ref.partition(":")[2],
+                        outcome="succeed",
+                        amount_minor=payment.amount_minor,
+                        currency=payment.currency,
+                        event_id=f"race-{payment.uid}",
+                    )
+                )
+            results = await asyncio.gather(
+                *[
+                    client.post("/payments/webhooks/sandbox", content=body, headers=headers)
+                    for headers, body in notices
+                ],
+                *[add_letter(running_app, case) for case in waiting],
+            )
+            assert {r.status_code for r in results[: len(notices)]} == {200}
+            for case in waiting:
+                stored = await cases.get_case(str(case.uid))
+                assert stored.status == "received", (batch, case.reference, stored.status)
+                receives = await CaseEvent.count().where(
+                    (CaseEvent.case == case.id) & (CaseEvent.action == "receive")
+                )
+                assert receives == 1
 
 
 async def test_double_clicks_and_retries_never_charge_twice(running_app) -> None:
@@ -267,7 +345,7 @@ async def test_forged_or_replayed_sandbox_notifications_are_refused(running_app)
 # Receipts ---------------------------------------------------------------------------------------
 
 
-async def test_receipt_pdf_has_what_an_insurer_asks_for(running_app, tmp_path) -> None:
+async def test_receipt_pdf_has_what_an_insurer_asks_for(running_app, settings, tmp_path) -> None:
     client, person = await patient_client(running_app)
     coordinator = await staff_client(running_app)
     async with aclosing(client), aclosing(coordinator):
@@ -298,6 +376,9 @@ async def test_receipt_pdf_has_what_an_insurer_asks_for(running_app, tmp_path) -
         "Medical second opinion",
         "PKR 4,500",
         "Test card",
+        # When it was paid, in the hospital's time zone, and the payment service's reference.
+        payment.paid_at.astimezone(ZoneInfo(settings.time_zone)).strftime("%-d %B %Y, %H:%M"),
+        f"sbx_{payment.uid}",
     ):
         assert expected in text, expected
     assert payment.receipt_number.startswith("R-")
@@ -338,6 +419,57 @@ async def test_receipt_names_the_guardian_for_a_child(running_app, tmp_path) -> 
     text = "".join(page.extract_text() for page in PdfReader(tmp_path / "r.pdf").pages)
     assert "Little Ayesha" in text
     assert person.user.full_name in text and "parent" in text
+
+
+# A 1×1 PNG: the one kind of reference a receipt may contain is an inline data: URI.
+DOT_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5Er"
+    "kJggg=="
+)
+
+
+def test_the_receipt_renderer_loads_nothing_but_data_uris() -> None:
+    from pypdf import PdfReader
+
+    hits: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "text/css")
+            self.end_headers()
+            self.wfile.write(b"body { color: red }")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    html = f"""<!doctype html><html><head>
+<link rel="stylesheet" href="{base}/style.css">
+<link rel="attachment" href="file:///etc/passwd" title="passwd">
+<style>@import url("{base}/import.css"); body {{ background: url("{base}/bg.png") }}</style>
+</head><body>
+<p>Receipt R-2026-00001</p>
+<img src="{base}/logo.png" alt="">
+<img src="file:///etc/passwd" alt="">
+<object data="file:///etc/passwd" type="text/plain"></object>
+<a rel="attachment" href="file:///etc/passwd">the file</a>
+<img src="data:image/png;base64,{DOT_PNG}" alt="dot" width="10" height="10">
+</body></html>"""
+    try:
+        pdf = receipts.html_to_pdf(html)  # refused references are left out, never an error
+    finally:
+        server.shutdown()
+    assert hits == []  # nothing reached the network
+    reader = PdfReader(BytesIO(pdf))
+    text = "".join(page.extract_text() for page in reader.pages)
+    assert "Receipt R-2026-00001" in text
+    assert "root:" not in text and b"/EmbeddedFile" not in pdf  # no local file read
+    assert not reader.attachments
+    assert len(reader.pages[0].images) == 1  # the data: image is there
 
 
 # Offline payment --------------------------------------------------------------------------------
@@ -445,6 +577,30 @@ async def test_patients_cannot_record_payments_or_decline(running_app) -> None:
         )
         assert response.status_code == 403
         assert await Payment.count() == 0
+
+
+async def test_cancelling_a_paid_case_refunds_it(running_app) -> None:
+    client, person = await patient_client(running_app)
+    async with aclosing(client):
+        case = await submitted_case(client)
+        unpaid = (await client.get(f"/cases/{case.uid}")).text
+        assert "Cancel this request" in unpaid and "get a refund" not in unpaid
+        await pay_with_sandbox(client, case)  # paid; the letter is still missing
+        page = (await client.get(f"/cases/{case.uid}")).text
+        # Said before the patient confirms: cancelling gives the money back.
+        assert "Cancel and get a refund of PKR 4,500" in page
+        response = await post_form(client, f"/requests/{case.uid}/cancel")
+        assert response.status_code == 303
+        assert "request-cancelled" in response.headers["location"]
+        assert (await cases.get_case(str(case.uid))).status == "cancelled"
+        page = (await client.get(f"/cases/{case.uid}")).text
+        assert "Refunded" in page and "Cancel" not in page.split('id="payment"')[1]
+    payment = await Payment.objects().where(Payment.case == case.id).first()
+    assert payment.status == "refunded"
+    kinds = [e.kind for e in await LedgerEntry.objects().order_by(LedgerEntry.id)]
+    assert kinds == ["charge", "refund"]
+    refund = await AuditEvent.objects().where(AuditEvent.action == "payment.refund").first()
+    assert refund.outcome == "success" and refund.actor_uid == str(person.user.uid)
 
 
 # The turnaround clock ---------------------------------------------------------------------------

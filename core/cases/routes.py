@@ -155,6 +155,10 @@ class RequestController(Controller):
             context["questions"] = cases.questions_of(case)
             doctors = await cases.doctors_for(case.specialty)
             context["doctor"] = next((d for d in doctors if d.id == case.preferred_doctor), None)
+            from core.payments import service as payments  # payments builds on cases
+
+            country = request.user.country or ""
+            context["fee"] = await payments.quote_or_none(country, case.specialty)
         return _wizard(request, case, step, status, **context)
 
     @post("/{uid:str}/{step:str}")
@@ -231,9 +235,12 @@ class RequestController(Controller):
 
     @post("/{uid:str}/cancel")
     async def cancel(self, request: Request, uid: FromPath[str]) -> Redirect:
+        """Cancel a draft, or a submitted request not yet received: what was paid is refunded."""
+        from core.payments import service as payments  # payments builds on cases
+
         case = await own_case(request, uid)
         try:
-            await cases.transition(case, "cancel", request.user, ip=client_ip(request))
+            await payments.cancel_request(case, request.user, ip=client_ip(request))
         except cases.TransitionRefused:
             return redirect(f"/cases/{case.uid}", "cannot-cancel")
         return redirect("/dashboard", "request-cancelled")

@@ -66,6 +66,10 @@ class PaymentEvent:
     charge_ref: str = ""  # the service's id of the charge, used to refund (e.g. "pi_…")
     method: str = ""  # how it was paid, for the receipt ("Card", "Visa •••• 4242" never!)
     message: str = ""  # why it failed, in words a patient understands
+    # Checkout.payment_uid when the service echoes it back (e.g. Stripe metadata). A `refunded`
+    # event naming none of our charges and no payment_uid is another system's and is ignored.
+    payment_uid: str = ""
+    created_at: float = 0.0  # when the service created the event (Unix time); 0 if unknown
 
 
 @dataclass(frozen=True)
@@ -106,3 +110,9 @@ class PaymentProvider:
 
     async def refund(self, refund: Refund) -> RefundResult:
         return RefundResult(status="manual")
+
+    async def cancel_checkout(self, provider_ref: str, idempotency_key: str) -> None:
+        """Close an unpaid checkout (the case was paid another way, declined or cancelled) so
+        it can no longer be paid. Best effort: raise ProviderError if the service refuses (a
+        checkout completed meanwhile); a payment that still arrives is refunded by core."""
+        return None

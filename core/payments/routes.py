@@ -39,6 +39,7 @@ QUEUES = {
     "received": ("Received for review", (states.RECEIVED,)),
     "waiting": ("Waiting for payment or records", (states.SUBMITTED,)),
     "declined": ("Declined", (states.DECLINED,)),
+    "refunds": ("Refunds to pay back", ()),  # any state: a payment's refund is due
 }
 
 
@@ -187,7 +188,10 @@ class StaffCaseController(Controller):
     async def queue(self, request: Request) -> Template:
         name = request.query_params.get("queue", "received")
         title, statuses = QUEUES.get(name, QUEUES["received"])
-        rows = await cases.cases_in(statuses)
+        if name == "refunds":
+            rows = await payments.cases_with_refunds_due()
+        else:
+            rows = await cases.cases_in(statuses)
         return page(
             request, "payments/queue.html", cases=rows, queue=name, title=title, queues=QUEUES
         )

@@ -10,10 +10,15 @@ Rules (SECURITY.md 23):
   undoes "succeeded"), and amount and currency must match what was asked for.
 - When a case is paid and every required record is in, it moves to `received` in the same
   transaction, with its due date and the "received for review" email.
+- A case is paid once. Settling a payment locks the case row first (PostgreSQL: SELECT … FOR NO
+  KEY UPDATE; SQLite's IMMEDIATE transactions already run one writer at a time): money that
+  arrives for a case already paid, declined or cancelled is recorded as received and refunded.
+  Declining or cancelling closes the open checkouts, and refunds what was paid.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -53,6 +58,8 @@ from core.payments.tables import (
 from core.security import ADMIN, COORDINATOR, PATIENT
 from core.specialty import Specialty
 
+log = logging.getLogger("consilium.payments")
+
 # Payment statuses, and how far along each is: a status only ever moves to a higher rank.
 PENDING, CANCELLED = "pending", "cancelled"
 REFUND_PENDING, REFUND_DUE = "refund_pending", "refund_due"
@@ -61,9 +68,9 @@ RANK = {
     FAILED: 1,
     CANCELLED: 1,
     SUCCEEDED: 2,
-    REFUND_PENDING: 3,
-    REFUND_DUE: 3,
-    REFUNDED: 4,
+    REFUND_DUE: 3,  # a refund that failed (or waits for staff) can still go to pending or done
+    REFUND_PENDING: 4,
+    REFUNDED: 5,
 }
 PAID_STATUSES = (SUCCEEDED,)
 STATUS_LABELS = {
@@ -170,6 +177,14 @@ async def quote(country: str, specialty: str) -> Quote:
         raise PaymentRefused("No fee is set for this case. Please contact us.")
     best = max(matching, key=_specificity)
     return Quote(best.label, best.currency, best.amount_minor)
+
+
+async def quote_or_none(country: str, specialty: str) -> Quote | None:
+    """The fee a request would be asked for now (the wizard's review step), or None."""
+    try:
+        return await quote(country, specialty)
+    except PaymentRefused:
+        return None
 
 
 def check_rule(values: Mapping[str, str], known_specialties: set[str]) -> tuple[dict, dict]:
@@ -442,23 +457,33 @@ async def start_payment(case: Case, patient: User, provider_name: str, *, ip: st
         await _fail_attempt(payment, error.message)
         raise PaymentRefused(error.message) from None
     redirect = started.redirect_url or ""  # a path ("/payments/sandbox/…") stays on this site
-    async with db.transaction():
-        await Payment.update(
-            {
-                Payment.provider_ref: f"{chosen.name}:{started.provider_ref}",
-                Payment.checkout_url: redirect,
-                Payment.updated_at: now(),
-            }
-        ).where(Payment.id == payment.id)
-        await _audit(
-            "payment.start",
-            payment,
-            case,
-            actor=patient,
-            ip=ip,
-            details={"provider": chosen.name, "fee": money(payment.amount_minor, fee.currency)},
-        )
     payment.provider_ref = f"{chosen.name}:{started.provider_ref}"
+    async with db.transaction():
+        # Kept whatever the attempt's state: a payment made at this checkout is found (and
+        # refunded, if the case no longer takes payments) by this reference.
+        await Payment.update({Payment.provider_ref: payment.provider_ref}).where(
+            Payment.id == payment.id
+        )
+        still_open = (
+            await Payment.update({Payment.checkout_url: redirect, Payment.updated_at: now()})
+            .where((Payment.id == payment.id) & (Payment.status == PENDING))
+            .returning(Payment.id)
+        )
+        if not still_open:  # paid another way, declined or cancelled while the checkout started
+            closing = [payment]
+        else:
+            closing = []
+            await _audit(
+                "payment.start",
+                payment,
+                case,
+                actor=patient,
+                ip=ip,
+                details={"provider": chosen.name, "fee": money(payment.amount_minor, fee.currency)},
+            )
+    if closing:
+        await _close_checkouts(closing)
+        raise PaymentRefused("This case cannot be paid for now.")
     payment.checkout_url = redirect
     return payment
 
@@ -559,6 +584,35 @@ async def receive_webhook(provider_name: str, headers: Mapping[str, str], body: 
     return applied
 
 
+# A refund notice may overtake the notice of the payment it refunds (providers do not order
+# deliveries). It is answered 503, so the provider delivers it again once the payment notice is
+# applied, but only while the event is less than a day old: the payment notice normally follows
+# within seconds, and a day also covers an outage of ours of several hours (the provider retries
+# that notice too) while staying inside Stripe's three days of retries. After a day the payment
+# notice is not coming (lost, or refused for a wrong amount): the refund is applied to the
+# attempt as it is, so a late payment notice can no longer mark the case paid, and the audit log
+# gets a failure row for staff to reconcile. Refunds of charges that are not ours (another
+# system on the same account: no payment of ours by charge or by payment_uid) are acknowledged
+# and ignored at once.
+OVERTAKING_REFUND_RETRY_SECONDS = 24 * 3600
+
+
+@dataclass
+class _Settled:
+    """What `_settle` did, and the provider calls to make once its transaction committed (never
+    while holding the case lock)."""
+
+    applied: bool
+    case: Case | None = None
+    surplus: bool = False  # paid, but the case no longer takes payments: to be refunded
+    closed: list[Payment] = field(default_factory=list)  # other open attempts, now cancelled
+
+    async def follow_up(self, payment: Payment, actor: User | None, ip: str | None) -> None:
+        if self.surplus and self.case is not None:
+            await _refund(payment, self.case, actor, ip=ip)
+        await _close_checkouts(self.closed)
+
+
 async def apply_event(chosen: PaymentProvider, event: PaymentEvent) -> bool:
     """Apply one verified event exactly once; True when it changed something."""
     async with db.transaction():
@@ -572,35 +626,47 @@ async def apply_event(chosen: PaymentProvider, event: PaymentEvent) -> bool:
         if not fresh:
             return False  # delivered before (or right now, by a concurrent request)
         payment = await _payment_for(chosen, event)
-        if payment is None and event.kind == REFUNDED and not event.provider_ref:
-            # A refund notice naming a charge we have not heard of yet overtook the payment's
-            # notice: roll back (the event id is not kept) so the provider delivers it again.
-            raise RetryLater
         if payment is None:
             return False  # not one of ours (another system on the same account)
+        if event.kind == REFUNDED and RANK[payment.status] < RANK[SUCCEEDED]:
+            since = event.created_at or payment.created_at.timestamp()
+            if time.time() - since < OVERTAKING_REFUND_RETRY_SECONDS:
+                # Roll back (the event id is not kept): the provider delivers it again.
+                raise RetryLater
+            return await _refund_without_payment_notice(payment, event)
         if event.kind == SUCCEEDED:
-            return await _settle(payment, event, actor=None, ip=None)
-        if event.kind == REFUNDED:
+            settled = await _settle(payment, event, actor=None, ip=None)
+        elif event.kind == REFUNDED:
             return await _mark_refunded(payment, event)
-        status = FAILED if event.kind == FAILED else CANCELLED
-        message = event.message or (
-            "The payment was not completed." if event.kind == EXPIRED else "The payment failed."
-        )
-        if not await _advance(payment, status, message=message):
-            return False
-        await _ledger(payment, "failure", note=message)
-        return True
+        else:
+            status = FAILED if event.kind == FAILED else CANCELLED
+            message = event.message or (
+                "The payment was not completed." if event.kind == EXPIRED else "The payment failed."
+            )
+            if not await _advance(payment, status, message=message):
+                return False
+            await _ledger(payment, "failure", note=message)
+            return True
+    await settled.follow_up(payment, None, None)
+    return settled.applied
 
 
 async def _payment_for(chosen: PaymentProvider, event: PaymentEvent) -> Payment | None:
-    query = Payment.objects().where(Payment.provider == chosen.name)
+    def ours(condition: Any) -> Any:  # a new query each time: Piccolo's where() adds in place
+        return Payment.objects().where((Payment.provider == chosen.name) & condition).first()
+
     if event.provider_ref:
-        return await query.where(
-            Payment.provider_ref == f"{chosen.name}:{event.provider_ref}"
-        ).first()
+        return await ours(Payment.provider_ref == f"{chosen.name}:{event.provider_ref}")
+    found = None
     if event.charge_ref:
-        return await query.where(Payment.provider_charge == event.charge_ref).first()
-    return None
+        found = await ours(Payment.provider_charge == event.charge_ref)
+    if found is None and event.payment_uid:
+        try:
+            parsed = uuid.UUID(event.payment_uid)
+        except ValueError:
+            return None
+        found = await ours(Payment.uid == parsed)
+    return found
 
 
 async def _advance(payment: Payment, status: str, **values: Any) -> bool:
@@ -620,6 +686,20 @@ async def _advance(payment: Payment, status: str, **values: Any) -> bool:
     return bool(changed)
 
 
+async def _locked_case(case_id: int) -> Case | None:
+    """The case row, locked against every other writer of it until the transaction ends.
+
+    PostgreSQL: SELECT … FOR NO KEY UPDATE (the lock an UPDATE of the row takes; it does not
+    wait for transactions that only insert rows referencing the case). Under READ COMMITTED every
+    later statement of the transaction then sees what the previous holder committed. SQLite:
+    `db.transaction()` is IMMEDIATE, so writers already run one at a time.
+    """
+    query = Case.objects().where(Case.id == case_id)
+    if db.is_postgres():
+        query = query.lock_rows("NO KEY UPDATE")
+    return await query.first()
+
+
 async def _settle(
     payment: Payment,
     event: PaymentEvent,
@@ -627,8 +707,13 @@ async def _settle(
     actor: User | None,
     ip: str | None,
     reference: str = "",
-) -> bool:
-    """A payment arrived: check it against what was asked, mark it paid, receive the case."""
+) -> _Settled:
+    """A payment arrived: check it against what was asked, mark it paid, receive the case.
+
+    Money for a case that no longer takes payments (paid by another attempt, declined,
+    cancelled) is recorded as received and moved to refund; the case is never paid twice.
+    Runs inside the caller's transaction; the caller runs `follow_up` after the commit."""
+    case = await _locked_case(payment.case)  # first: every settle of this case waits here
     if event.amount_minor != payment.amount_minor or event.currency != payment.currency:
         note = f"Received {money(event.amount_minor, event.currency or '???')}"
         if await _ledger(
@@ -637,11 +722,11 @@ async def _settle(
             await _audit(
                 "payment.mismatch",
                 payment,
-                None,
+                case,
                 outcome="failure",
                 details={"expected": money(payment.amount_minor, payment.currency), "got": note},
             )
-        return False
+        return _Settled(applied=False)
     values: dict[str, Any] = {"paid_at": now()}
     if event.charge_ref:
         values["provider_charge"] = event.charge_ref
@@ -651,14 +736,37 @@ async def _settle(
         values["reference"] = reference
     if actor is not None:
         values["recorded_by"] = actor.id
-    if not await _advance(payment, SUCCEEDED, **values):
-        return False
+    if case is None or not await _advance(payment, SUCCEEDED, **values):
+        return _Settled(applied=False)
     payment.receipt_number = await _next_receipt_number()
     await Payment.update({Payment.receipt_number: payment.receipt_number}).where(
         Payment.id == payment.id
     )
     await _ledger(payment, "charge", note=event.method or payment.method)
-    case = await Case.objects().where(Case.id == payment.case).first()
+    paid_before = await Payment.exists().where(
+        (Payment.case == case.id)
+        & (Payment.id != payment.id)
+        & Payment.status.is_in(list(PAID_STATUSES))
+    )
+    if paid_before or case.status != states.SUBMITTED:
+        why = "paid already" if paid_before else case.status
+        await _advance(payment, REFUND_DUE, message=f"Arrived when the case was {why}: refunded.")
+        await _audit(
+            "payment.surplus",
+            payment,
+            case,
+            actor=actor,
+            ip=ip,
+            outcome="failure",
+            details={
+                "provider": payment.provider,
+                "fee": money(payment.amount_minor, payment.currency),
+                "case": why,
+            },
+        )
+        return _Settled(applied=True, case=case, surplus=True)
+    # Before the audit row: its chain lock is always taken last (after case and payment rows).
+    closed = await _cancel_open_attempts(case, "Not needed: the fee was paid another way.")
     await _audit(
         "payment.succeeded",
         payment,
@@ -677,7 +785,7 @@ async def _settle(
         context={"reference": case.reference, "case_url": _case_url(case)},
     )
     await maybe_receive(case)
-    return True
+    return _Settled(applied=True, case=case, closed=closed)
 
 
 async def _next_receipt_number() -> str:
@@ -696,6 +804,55 @@ async def _mark_refunded(payment: Payment, event: PaymentEvent) -> bool:
         return False
     await _ledger(payment, "refund", note=event.charge_ref)
     return True
+
+
+async def _refund_without_payment_notice(payment: Payment, event: PaymentEvent) -> bool:
+    """A refund whose payment notice never came (see OVERTAKING_REFUND_RETRY_SECONDS): the
+    attempt ends refunded, so it can no longer make the case paid; staff reconcile it."""
+    values = {"provider_charge": event.charge_ref} if event.charge_ref else {}
+    if not await _advance(payment, REFUNDED, message="Refunded by the payment service.", **values):
+        return False
+    await _ledger(payment, "refund", note=event.charge_ref)
+    await _audit(
+        "payment.refund_unmatched",
+        payment,
+        None,
+        outcome="failure",
+        details={
+            "provider": payment.provider,
+            "refunded": money(event.amount_minor, event.currency),
+        },
+    )
+    return True
+
+
+async def _cancel_open_attempts(case: Case, message: str) -> list[Payment]:
+    """Mark the case's open (pending) attempts cancelled; returns them, for `_close_checkouts`
+    once the transaction committed. Call with the case row locked (or just changed)."""
+    closed = []
+    for payment in await payments_of(case):
+        if payment.status == PENDING and await _advance(payment, CANCELLED, message=message):
+            closed.append(payment)
+    return closed
+
+
+async def _close_checkouts(closed: list[Payment]) -> None:
+    """Ask each provider to close the checkout of these cancelled attempts (Stripe: expire the
+    session). Best effort: a payment that completes anyway is refunded when it arrives."""
+    for payment in closed:
+        ref = (payment.provider_ref or "").partition(":")[2]
+        if not ref:
+            continue  # no checkout was started at the provider
+        try:
+            await provider(payment.provider).cancel_checkout(ref, f"consilium-expire-{payment.uid}")
+        except (ProviderError, PaymentRefused):
+            log.warning(
+                "could not close the %s checkout of payment %s", payment.provider, payment.uid
+            )
+        except Exception:  # a plugin's bug must not undo a decline or a cancellation
+            log.exception(
+                "closing the %s checkout of payment %s failed", payment.provider, payment.uid
+            )
 
 
 async def _audit(action: str, payment: Payment, case: Case | None, **fields: Any) -> None:
@@ -759,7 +916,8 @@ async def record_offline(
             await Payment.update({Payment.provider_ref: f"offline:recorded-{payment.uid}"}).where(
                 Payment.id == payment.id
             )
-        if not await _settle(payment, event, actor=staff, ip=ip, reference=reference):
+        settled = await _settle(payment, event, actor=staff, ip=ip, reference=reference)
+        if not settled.applied:
             raise PaymentRefused("This payment was recorded already.")
         await _audit(
             "payment.record_offline",
@@ -768,6 +926,12 @@ async def record_offline(
             actor=staff,
             ip=ip,
             details={"method": method, "reference": reference, "fee": amount},
+        )
+    await settled.follow_up(payment, staff, ip)
+    if settled.surplus:  # another payment settled first: the money is to be paid back
+        raise PaymentRefused(
+            "This case no longer takes a payment (it was paid another way, declined or "
+            "cancelled). The payment is recorded and listed as a refund to pay back."
         )
     return payment
 
@@ -781,7 +945,9 @@ async def maybe_receive(case: Case) -> bool:
     Joins the caller's transaction (the payment, or the upload that completed the records)."""
     specialty = runtime.plugins().specialty(case.specialty)
     async with db.transaction():
-        current = await Case.objects().where(Case.id == case.id).first()
+        # Locked: a concurrent payment and last upload each wait for the other's commit, so
+        # whichever runs second sees both (READ COMMITTED would let both miss the other's).
+        current = await _locked_case(case.id)
         if current is None or current.status != states.SUBMITTED:
             return False
         paid = await Payment.exists().where(
@@ -825,9 +991,10 @@ async def decline(case: Case, staff: User, reason: str, *, ip: str | None) -> li
     if len(reason) > 2000:
         raise InvalidInput({"reason": "Use at most 2000 characters."})
     async with db.transaction():
-        await cases.transition(case, "decline", staff, ip=ip)
+        await cases.transition(case, "decline", staff, ip=ip)  # locks the case row
         await Case.update({Case.decline_reason: reason}).where(Case.id == case.id)
         patient = await User.objects().where(User.id == case.patient).first()
+        closed = await _cancel_open_attempts(case, "Not needed: the case was declined.")
         paid = [p for p in await payments_of(case) if p.status in PAID_STATUSES]
         await notifications.enqueue(
             to=patient.email,
@@ -840,22 +1007,47 @@ async def decline(case: Case, staff: User, reason: str, *, ip: str | None) -> li
             },
         )
     case.decline_reason = reason
+    await _close_checkouts(closed)
     return await refund_all(case, staff, ip=ip)
 
 
-async def refund_all(case: Case, staff: User, *, ip: str | None) -> list[Payment]:
-    """Refund every paid (or refund-failed) payment of a declined case; safe to repeat."""
-    if case.status != states.DECLINED:
-        raise PaymentRefused("Only a declined case is refunded.")
-    done = []
-    for payment in await payments_of(case):
-        if payment.status not in (SUCCEEDED, REFUND_DUE):
-            continue
-        done.append(await _refund(payment, case, staff, ip=ip))
-    return done
+async def cancel_request(case: Case, patient: User, *, ip: str | None) -> list[Payment]:
+    """The patient cancels their request (a draft, or submitted and not yet received): open
+    checkouts are closed and what was paid is refunded, as when a case is declined."""
+    async with db.transaction():
+        await cases.transition(case, "cancel", patient, ip=ip)  # locks the case row
+        closed = await _cancel_open_attempts(case, "Not needed: the request was cancelled.")
+    await _close_checkouts(closed)
+    return await refund_all(case, patient, ip=ip)
 
 
-async def _refund(payment: Payment, case: Case, staff: User, *, ip: str | None) -> Payment:
+async def refund_all(case: Case, actor: User | None, *, ip: str | None) -> list[Payment]:
+    """Refund what must go back, each through its provider; safe to repeat (staff retry it).
+
+    A declined or cancelled case: every paid (or refund-failed) payment. Any other case: the
+    payments that arrived after it was paid already and whose refund failed (refund due)."""
+    current = await Case.select(Case.status).where(Case.id == case.id).first()
+    closed = current is not None and current["status"] in (states.DECLINED, states.CANCELLED)
+    due = [
+        payment
+        for payment in await payments_of(case)
+        if payment.status == REFUND_DUE or (closed and payment.status == SUCCEEDED)
+    ]
+    if not due and not closed:
+        raise PaymentRefused("No payment of this case is waiting for a refund.")
+    return [await _refund(payment, case, actor, ip=ip) for payment in due]
+
+
+async def cases_with_refunds_due() -> list[Case]:
+    """Cases with a payment whose refund failed or is for staff to pay back (staff queue)."""
+    rows = await Payment.select(Payment.case).where(Payment.status == REFUND_DUE)
+    ids = sorted({row["case"] for row in rows})
+    if not ids:
+        return []
+    return await Case.objects().where(Case.id.is_in(ids)).order_by(Case.submitted_at)
+
+
+async def _refund(payment: Payment, case: Case, staff: User | None, *, ip: str | None) -> Payment:
     chosen = provider(payment.provider)
     request = Refund(
         payment_uid=str(payment.uid),
@@ -869,7 +1061,7 @@ async def _refund(payment: Payment, case: Case, staff: User, *, ip: str | None) 
         result = await chosen.refund(request)
     except ProviderError as error:
         async with db.transaction():
-            await _advance(payment, REFUND_DUE, message=error.message)
+            await _refund_due(payment, error.message)
             await _audit(
                 "payment.refund",
                 payment,
@@ -888,7 +1080,7 @@ async def _refund(payment: Payment, case: Case, staff: User, *, ip: str | None) 
             if await _advance(payment, REFUND_PENDING, message=""):
                 await _ledger(payment, "refund_pending", note=result.reference)
         else:
-            await _advance(payment, REFUND_DUE, message="To be paid back by our staff.")
+            await _refund_due(payment, "To be paid back by our staff.")
             await _ledger(payment, "manual_refund")
         await _audit(
             "payment.refund",
@@ -899,6 +1091,14 @@ async def _refund(payment: Payment, case: Case, staff: User, *, ip: str | None) 
             details={"provider": payment.provider, "result": result.status},
         )
     return payment
+
+
+async def _refund_due(payment: Payment, message: str) -> None:
+    """Refund due (paid, or due already): staff retry it or pay it back by hand."""
+    if not await _advance(payment, REFUND_DUE, message=message):
+        await Payment.update({Payment.message: message, Payment.updated_at: now()}).where(
+            (Payment.id == payment.id) & (Payment.status == REFUND_DUE)
+        )
 
 
 async def mark_refunded_by_hand(

@@ -8,6 +8,7 @@ them is read. No card data ever reaches this service: the card form is Stripe's 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,10 @@ SESSION_EVENTS = {
     "checkout.session.async_payment_failed": FAILED,
     "checkout.session.expired": EXPIRED,
 }
+# A request with an idempotency key that another request is still using gets 409
+# `idempotency_key_in_use` (two clicks at once): wait for the first to finish, then Stripe
+# answers with its saved result.
+KEY_IN_USE_RETRIES = (0.2, 0.5, 1.0, 2.0)
 
 
 class StripeProvider(PaymentProvider):
@@ -64,10 +69,14 @@ class StripeProvider(PaymentProvider):
         }
         try:
             async with httpx.AsyncClient(transport=self.transport, timeout=20.0) as client:
-                response = await client.post(self.api_base + path, data=form, headers=headers)
+                for pause in (*KEY_IN_USE_RETRIES, None):
+                    response = await client.post(self.api_base + path, data=form, headers=headers)
+                    if pause is None or not _key_in_use(response):
+                        break
+                    await asyncio.sleep(pause)
         except httpx.HTTPError:
             raise ProviderError(UNREACHABLE) from None
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code >= 500 or response.status_code == 429 or _key_in_use(response):
             raise ProviderError(UNREACHABLE)
         try:
             data = response.json()
@@ -116,6 +125,10 @@ class StripeProvider(PaymentProvider):
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WebhookRejected(f"malformed Stripe event: {exc}") from None
 
+    async def cancel_checkout(self, provider_ref: str, idempotency_key: str) -> None:
+        """Expire the Checkout Session; Stripe refuses (400) once it is complete or expired."""
+        await self._post(f"/v1/checkout/sessions/{provider_ref}/expire", {}, idempotency_key)
+
     async def refund(self, refund: Refund) -> RefundResult:
         if not refund.charge_ref:
             return RefundResult(status="manual")
@@ -133,8 +146,18 @@ class StripeProvider(PaymentProvider):
         raise ProviderError("The card payment service could not refund this payment.")
 
 
+def _key_in_use(response: httpx.Response) -> bool:
+    if response.status_code != 409:
+        return False
+    try:
+        return response.json()["error"]["code"] == "idempotency_key_in_use"
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def _events(event: dict[str, Any]) -> list[PaymentEvent]:
     kind, obj = event["type"], event["data"]["object"]
+    created = float(event.get("created") or 0)
     if kind in SESSION_EVENTS:
         if kind == "checkout.session.completed" and obj.get("payment_status") != "paid":
             return []  # a delayed method: async_payment_succeeded / _failed follows
@@ -148,6 +171,7 @@ def _events(event: dict[str, Any]) -> list[PaymentEvent]:
                 charge_ref=str(obj.get("payment_intent") or ""),
                 method=StripeProvider.method,
                 message="The card payment did not go through." if kind.endswith("failed") else "",
+                created_at=created,
             )
         ]
     if kind == "charge.refunded" and obj.get("refunded"):
@@ -159,6 +183,10 @@ def _events(event: dict[str, Any]) -> list[PaymentEvent]:
                 amount_minor=int(obj.get("amount_refunded") or 0),
                 currency=str(obj.get("currency") or "").upper(),
                 charge_ref=str(obj.get("payment_intent") or ""),
+                # The charge carries its PaymentIntent's metadata, which start_checkout set
+                # (payment_intent_data[metadata][payment]); a charge without it is not ours.
+                payment_uid=str((obj.get("metadata") or {}).get("payment") or ""),
+                created_at=created,
             )
         ]
     return []  # events this service does not act on
