@@ -554,8 +554,9 @@ def mb(value: int) -> str:
 def report(rows: list[Row]) -> str:
     lines = [
         "| size | upload MB/s | download MB/s | ceiling MB/s | upload / ceiling "
-        "| download / ceiling | GET ceiling MB/s | seal+write MB/s | write MB/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| download / ceiling | GET ceiling MB/s | seal+write MB/s | write MB/s "
+        "| upload / seal+write | download / GET ceiling |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         up, down, ceil, src = row.upload, row.download, row.ceiling, row.source
@@ -563,7 +564,8 @@ def report(rows: list[Row]) -> str:
         lines.append(
             f"| {label(row.size)} | {up.rate:,.0f} | {down.rate:,.0f} | {ceil.rate:,.0f} "
             f"| {up.rate / ceil.rate:.0%} | {down.rate / ceil.rate:.0%} | {src.rate:,.0f} "
-            f"| {row.seal_write:,.0f} | {row.plain_write:,.0f} |"
+            f"| {row.seal_write:,.0f} | {row.plain_write:,.0f} "
+            f"| {up.rate / row.seal_write:.0%} | {down.rate / src.rate:.0%} |"
         )
     lines += [
         "",

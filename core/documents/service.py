@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import secrets
 import uuid
@@ -36,7 +35,6 @@ from core.documents.content import (
 from core.documents.keyring import Keyring
 from core.documents.sealing import (
     DEFAULT_SEGMENT_SIZE,
-    Buffer,
     IntegrityError,
     Opener,
     SealedReader,
@@ -44,7 +42,7 @@ from core.documents.sealing import (
     new_data_key,
     new_file_id,
 )
-from core.documents.storage import LocalStore, ObjectStore, ObjectWriter, S3Store
+from core.documents.storage import LocalStore, ObjectStore, S3Store
 from core.documents.tables import Document
 from core.plugins import PluginHost
 from core.security import ADMIN, COORDINATOR, DOCTOR, PATIENT
@@ -57,7 +55,6 @@ NO_ROOM = (
     "Your files have used all the space we keep for this case or your account. "
     "Please contact us if you need to send more."
 )
-SEAL_BATCH_BYTES = 1 << 20  # plaintext handed to the sealing thread at a time
 
 
 class UploadRefused(Exception):
@@ -235,60 +232,6 @@ async def _take_head(chunks: AsyncIterator[bytes]) -> tuple[bytearray, bool]:
     return head, False
 
 
-class _SealingPipe:
-    """Hash, seal and (for files) write batches in a worker thread while the event loop receives
-    the next one.
-
-    SHA-256, AES-GCM and os.write release the GIL, so the event loop is left with receiving and
-    copying chunks into a batch. One thread hop per ~1 MiB batch, not per chunk: hops per small
-    write made uploads slower. At most one batch is in the thread; the sealer reuses its output
-    buffer, so a batch's output is written before the next batch is sealed.
-    """
-
-    def __init__(self, sealer: Sealer, writer: ObjectWriter) -> None:
-        self._sealer = sealer
-        self._writer = writer
-        self._write_in_thread = writer.thread_writer()
-        self._batch = bytearray()
-        self._sealing: asyncio.Future[list[memoryview | bytes]] | None = None
-
-    def _seal(self, batch: bytearray) -> list[memoryview | bytes]:
-        """In the worker thread: what is left to write on the event loop."""
-        pieces = self._sealer.update(batch)
-        if self._write_in_thread is None:
-            return pieces
-        for piece in pieces:
-            self._write_in_thread(piece)
-        return []
-
-    async def feed(self, chunk: Buffer) -> None:
-        self._batch += chunk
-        if len(self._batch) >= SEAL_BATCH_BYTES:
-            await self._write_sealed()
-            batch, self._batch = self._batch, bytearray()
-            self._sealing = asyncio.ensure_future(asyncio.to_thread(self._seal, batch))
-
-    async def _write_sealed(self) -> None:
-        sealing, self._sealing = self._sealing, None
-        if sealing is not None:
-            for piece in await sealing:
-                await self._writer.write(piece)
-
-    async def finish(self) -> None:
-        await self._write_sealed()
-        batch, self._batch = self._batch, bytearray()
-        for piece in self._sealer.update(batch):
-            await self._writer.write(piece)
-        await self._writer.write(self._sealer.finalize())
-
-    async def settle(self) -> None:
-        """After a failure: wait for the batch in the thread, so nothing writes after an abort."""
-        sealing, self._sealing = self._sealing, None
-        if sealing is not None:
-            with contextlib.suppress(Exception):
-                await sealing
-
-
 async def store_upload(
     records: Records,
     case: Case,
@@ -348,19 +291,14 @@ async def store_upload(
     sealer = Sealer(data_key, file_id, DEFAULT_SEGMENT_SIZE)
     try:
         async with records.store.open_write(doc.storage_key) as writer:
-            pipe = _SealingPipe(sealer, writer)
-            try:
-                received = len(head)
-                await pipe.feed(head)
-                async for chunk in chunks:
-                    received += len(chunk)
-                    if received > limit:
-                        raise too_large
-                    await pipe.feed(chunk)
-                await pipe.finish()
-            except BaseException:
-                await pipe.settle()
-                raise
+            for piece in sealer.update(head):
+                await writer.write(piece)
+            async for chunk in chunks:
+                if sealer.plaintext_size + len(chunk) > limit:
+                    raise too_large
+                for piece in sealer.update(chunk):
+                    await writer.write(piece)
+            await writer.write(sealer.finalize())
     except BaseException:
         await Document.delete().where(Document.id == doc.id)
         raise
@@ -474,23 +412,10 @@ async def plaintext(records: Records, doc: Document) -> AsyncIterator[bytes]:
     """
     data_key, file_id = _data_key(records, doc)
     opener = Opener(data_key, file_id, compute_sha256=True)
-    # Decrypt ahead: a worker thread opens (and hashes) the next chunk while the response sends
-    # the last one. Opener is not thread-safe: one update at a time, in order.
-    opening: asyncio.Future[list[bytes]] | None = None
-    try:
-        async with aclosing(records.store.read(doc.storage_key)) as sealed:
-            async for chunk in sealed:
-                opened = await opening if opening is not None else []
-                opening = asyncio.ensure_future(asyncio.to_thread(opener.update, chunk))
-                for piece in opened:
-                    yield piece
-        if opening is not None:
-            opening, current = None, opening
-            for piece in await current:
+    async with aclosing(records.store.read(doc.storage_key)) as sealed:
+        async for chunk in sealed:
+            for piece in opener.update(chunk):
                 yield piece
-    finally:
-        if opening is not None:
-            opening.cancel()  # the thread finishes on its own; nothing reads its result
     last = opener.finalize()
     if last:
         yield last

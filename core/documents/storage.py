@@ -25,14 +25,11 @@ import os
 import re
 import secrets
 import stat
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -99,15 +96,6 @@ class ObjectWriter(ABC):
 
     @abstractmethod
     async def _abort(self) -> None: ...
-
-    def thread_writer(self) -> Callable[[bytes | bytearray | memoryview], None] | None:
-        """A plain function that writes from a worker thread, where writing blocks (a file).
-
-        A caller already working in a thread (sealing) then needs no hop back to the event loop
-        for each write. None where writing is async (S3). Only on an open writer, and never
-        while `write` calls are under way.
-        """
-        return None
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._state == "new":
@@ -258,11 +246,6 @@ def _make_dirs(path: Path, stop: Path) -> None:
 BACKGROUND_FLUSH_BYTES = 64 << 20  # a local object is written back to disk this often
 
 
-@cache
-def _flusher() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="consilium-flush")
-
-
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
         written = os.write(fd, view)
@@ -277,10 +260,7 @@ class _LocalWriter(ObjectWriter):
         self._tmp: Path | None = None
         self._fd: int | None = None
         self._unflushed = 0
-        self._flushing: Future[None] | None = None
-        # Held around every write and while the fd is taken away, so a write from a worker
-        # thread never meets a closed (or reused) descriptor.
-        self._fd_lock = threading.Lock()
+        self._flushing: asyncio.Future[None] | None = None
 
     async def _open(self) -> None:
         self._tmp = self._store._tmp / secrets.token_hex(16)
@@ -288,47 +268,30 @@ class _LocalWriter(ObjectWriter):
         self._fd = os.open(self._tmp, flags, 0o600)
 
     async def _write(self, data: memoryview) -> None:
+        assert self._fd is not None
         for offset in range(0, len(data), DIRECT_IO_LIMIT):
             if offset:
                 await asyncio.sleep(0)  # let other tasks run between 1 MiB writes
-            self._write_blocking(data[offset : offset + DIRECT_IO_LIMIT])
-
-    def thread_writer(self) -> Callable[[bytes | bytearray | memoryview], None] | None:
-        if self._state != "open":
-            raise RuntimeError(f"thread_writer on a {self._state} writer")
-
-        def write(data: bytes | bytearray | memoryview) -> None:
-            view = memoryview(data).cast("B")
-            self._write_blocking(view)
-            self.bytes_written += len(view)
-
-        return write
-
-    def _write_blocking(self, view: memoryview) -> None:
-        with self._fd_lock:
-            if self._fd is None:
-                raise RuntimeError("write on a closed writer")
-            _write_all(self._fd, view)
-            self._unflushed += len(view)
-            flushing = self._flushing
-            if self._unflushed >= BACKGROUND_FLUSH_BYTES and (flushing is None or flushing.done()):
-                if flushing is not None:
-                    flushing.result()  # a failed write-back must fail the upload, not vanish
-                # Write back while the rest arrives, so the final fsync has little left to do.
-                self._unflushed = 0
-                self._flushing = _flusher().submit(os.fdatasync, self._fd)
+            _write_all(self._fd, data[offset : offset + DIRECT_IO_LIMIT])
+        self._unflushed += len(data)
+        if self._unflushed >= BACKGROUND_FLUSH_BYTES and (
+            self._flushing is None or self._flushing.done()
+        ):
+            # Write back while the rest arrives, so the final fsync has little left to do.
+            await self._settle_flush()
+            self._unflushed = 0
+            self._flushing = asyncio.ensure_future(asyncio.to_thread(os.fdatasync, self._fd))
 
     async def _settle_flush(self) -> None:
         flushing, self._flushing = self._flushing, None
         if flushing is not None:
-            await asyncio.wrap_future(flushing)
+            await flushing
 
     async def _commit(self) -> None:
         await self._settle_flush()
-        with self._fd_lock:
-            fd, self._fd = self._fd, None  # owned by the thread from here on, which closes it
-        tmp, final, objects = self._tmp, self._final, self._store._objects
+        fd, tmp, final, objects = self._fd, self._tmp, self._final, self._store._objects
         assert fd is not None and tmp is not None
+        self._fd = None  # owned by the thread from here on, which closes it whatever happens
 
         def finish() -> None:
             try:
@@ -351,8 +314,7 @@ class _LocalWriter(ObjectWriter):
             with contextlib.suppress(Exception):
                 await self._settle_flush()  # the fd must outlive the flush thread using it
         finally:
-            with self._fd_lock:
-                fd, self._fd = self._fd, None
+            fd, self._fd = self._fd, None
             if fd is not None:
                 os.close(fd)
             if self._tmp is not None:
