@@ -104,3 +104,20 @@ async def test_assignment_rules(running_app) -> None:
     case = await cases.transition(case, "start_review", doctor.user, ip=None)
     assert case.status == "in_review"
     assert await AuditEvent.exists().where(AuditEvent.action == "case.assigned_doctor")
+
+
+async def test_coordinators_open_records_from_the_staff_case_page(running_app) -> None:
+    case = await received_case(running_app)
+    [letter] = await Document.objects().where(Document.case == case.id)
+    coordinator = open_client(running_app)
+    person = await make_person("coordinator")
+    await sign_in(coordinator, person)
+    async with aclosing(coordinator):
+        page = (await coordinator.get(f"/staff/cases/{case.uid}")).text
+        href = f"/cases/{case.uid}/documents/{letter.uid}"
+        assert f'href="{href}"' in page and f'href="{href}/view"' in page
+        response = await coordinator.get(href)
+        assert response.status_code == 200 and response.content.startswith(b"%PDF-1.7")
+    assert await AuditEvent.exists().where(
+        (AuditEvent.action == "document.download") & (AuditEvent.actor_uid == str(person.user.uid))
+    )
