@@ -14,7 +14,7 @@ import pluggy
 
 from core.payments.providers import PaymentProvider
 from core.settings import Settings
-from core.specialty import Assets, DocumentFacts, Specialty
+from core.specialty import Assets, DocumentFacts, RecordsDetail, Specialty
 
 PROJECT = "consilium"
 
@@ -54,6 +54,17 @@ def consilium_inspect_document(
     what you open. Return what you found (facts, flags, the checklist item it satisfies) or None.
     Called for every specialty and every document: return None at once for what is not yours.
     Blocking: core calls it in a worker thread."""
+    raise NotImplementedError
+
+
+@hookspec
+def consilium_describe_records(
+    specialty: Specialty, facts: list[dict[str, str]]
+) -> RecordsDetail | None:
+    """Describe one line of a case's record list to staff (coordinators, admins, the doctor):
+    `facts` holds what `consilium_inspect_document` returned for each file of the line (one file,
+    or every file of one `group`). Return None for what is not yours. Patients never see it.
+    Called while a page is built: no I/O."""
     raise NotImplementedError
 
 

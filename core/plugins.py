@@ -21,7 +21,7 @@ from litestar.static_files import create_static_files_router
 from core import hookspecs
 from core.payments.providers import PaymentProvider
 from core.settings import Settings
-from core.specialty import Assets, DocumentFacts, Specialty
+from core.specialty import Assets, DocumentFacts, RecordsDetail, Specialty
 
 log = logging.getLogger("consilium.plugins")
 
@@ -118,6 +118,18 @@ class PluginHost:
         except Exception as exc:
             log.error("consilium_inspect_document failed: %s", type(exc).__name__)
             return DocumentFacts(flags=("could not be read automatically",))
+        return next((r for r in results if r is not None), None)
+
+    def describe_records(
+        self, specialty: Specialty, facts: list[dict[str, str]]
+    ) -> RecordsDetail | None:
+        """The first plugin's description of one record line for staff; a plugin that fails is
+        logged (type only) and the line shows without it."""
+        try:
+            results = self.manager.hook.consilium_describe_records(specialty=specialty, facts=facts)
+        except Exception as exc:
+            log.error("consilium_describe_records failed: %s", type(exc).__name__)
+            return None
         return next((r for r in results if r is not None), None)
 
     def assets(self) -> list[Assets]:

@@ -76,6 +76,7 @@ from core.specialty import (
     DocumentKind,
     Form,
     LongText,
+    RecordsDetail,
     RequiredDocument,
     Specialty,
 )
@@ -151,6 +152,17 @@ def consilium_inspect_document(
     # Read what you need with `with open_file() as f:` and return
     # DocumentFacts(checklist_item=..., flags=(...), facts={...}); None when there is nothing.
     return None
+
+
+@hookimpl
+def consilium_describe_records(
+    specialty: Specialty, facts: list[dict[str, str]]
+) -> RecordsDetail | None:
+    if specialty.slug != SLUG:
+        return None
+    # Staff see RecordsDetail(lines=(...), warnings=(...)) under a line of the case's records;
+    # `facts` are what consilium_inspect_document returned for each of its files.
+    return None
 ''')
 
 INTAKE_INTRO = Template("""\
@@ -215,6 +227,9 @@ def test_hooks() -> None:
     inspect = plugin.consilium_inspect_document
     for specialty in (plugin.SPECIALTY, other):
         assert inspect(specialty=specialty, kind=DocumentKind.PDF, open_file=io.BytesIO) is None
+    describe = plugin.consilium_describe_records
+    for specialty in (plugin.SPECIALTY, other):
+        assert describe(specialty=specialty, facts=[{}]) is None
 ''')
 
 

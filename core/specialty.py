@@ -100,6 +100,15 @@ class DocumentFacts:
 
 
 @dataclass(frozen=True)
+class RecordsDetail:
+    """What a plugin tells staff about one line of a case's records (`consilium_describe_records`):
+    plain text, escaped by core. `warnings` are shown as problems to check."""
+
+    lines: tuple[str, ...] = ()  # e.g. "Series 2: AX T2, 24 images"
+    warnings: tuple[str, ...] = ()  # e.g. "These files name more than one patient."
+
+
+@dataclass(frozen=True)
 class Specialty:
     slug: str  # stable identifier, lower case, stored on cases
     title: str  # "Radiology second opinion"

@@ -103,13 +103,15 @@ def install_template_helpers(environment: Environment, settings: Settings) -> No
     environment.globals["site"] = settings
     environment.globals["filesize"] = filesize
     # Imported here, not at the top: the documents service pulls in most of core.
-    from core.documents.service import previewable
+    from core.documents.service import describe_line, previewable, record_notes
 
     environment.globals["previewable"] = previewable
-    from core.documents.routes import record_notes, study_detail  # records list details
-
     environment.globals["record_notes"] = record_notes
-    environment.globals["study_detail"] = study_detail
+
+    def record_detail(request: Request, case: Any, line: Any) -> Any:
+        return describe_line(request.app.state.plugins, case, line, request.user)
+
+    environment.globals["record_detail"] = record_detail
 
 
 def client_ip(request: Request) -> str | None:

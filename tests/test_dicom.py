@@ -29,7 +29,7 @@ from pydicom.uid import (
 
 from core.documents.tables import Document
 from core.plugins import PluginHost
-from core.specialty import DocumentFacts
+from core.specialty import DocumentFacts, RecordsDetail
 from plugins.radiology.dicom import (
     DIRECTORY,
     NO_STUDY,
@@ -441,6 +441,41 @@ def test_hook_consilium_inspect_document(tmp_path: Path) -> None:
     assert hook(specialty=general, kind="dicom", open_file=opener(good)) == []
 
 
+def test_hook_consilium_describe_records(tmp_path: Path) -> None:
+    host = PluginHost.load(make_settings(tmp_path, None))
+    inspect = host.manager.hook.consilium_inspect_document
+    describe = host.manager.hook.consilium_describe_records
+    radiology, general = host.specialty("radiology"), host.specialty("general")
+
+    def facts_of(data: bytes) -> dict[str, str]:
+        [found] = inspect(specialty=radiology, kind="dicom", open_file=lambda: io.BytesIO(data))
+        return found.facts
+
+    # The facts the inspect hook stored, handed back for one study: two series, the same image
+    # twice (counted once), and a file that names another patient.
+    stored = [
+        facts_of(make_instance(1, series_number=2)),
+        facts_of(make_instance(1, series_number=2)),
+        facts_of(make_instance(2, series_number=2)),
+        facts_of(make_instance(1, series=SERIES_B, series_number=5, PatientName="Roe^Ann")),
+    ]
+    [detail] = describe(specialty=radiology, facts=stored)
+    assert isinstance(detail, RecordsDetail)
+    assert detail.lines == (
+        "Patients in the headers: Doe, Jane (ID MRN-0042); Roe, Ann (ID MRN-0042)",
+        "Series 2: Series 2, 2 images",
+        "Series 5: Series 5, 1 image",
+    )
+    assert detail.warnings == (
+        "These files name more than one patient: check them before the study is read.",
+    )
+    [one] = describe(specialty=radiology, facts=stored[:1])
+    assert one.lines[0] == "Patient in the headers: Doe, Jane (ID MRN-0042)" and not one.warnings
+    # Nothing to say about files that are not DICOM, nor for another specialty.
+    assert describe(specialty=radiology, facts=[{}]) == []
+    assert describe(specialty=general, facts=stored) == []
+
+
 # --- through the app: upload, download and the case pages ---------------------------------------
 
 
@@ -522,7 +557,7 @@ async def test_staff_see_who_the_headers_name_and_the_series(client, running_app
     await send(client, uid, "mri.zip", two_series())
     staff = await staff_page(running_app, uid)
     assert "MRI chest, 2 Oct 2026, 5 images" in staff
-    assert "<strong>Doe, Jane</strong> (ID MRN-0042)" in staff
+    assert "Patient in the headers: Doe, Jane (ID MRN-0042)" in staff
     assert staff.index("Series 2: AX T2, 3 images") < staff.index("Series 5: SAG T1, 2 images")
     assert "more than one patient" not in staff
     # The patient sees the same one line as before, without the header detail.

@@ -10,9 +10,7 @@ the form's first field, before any file byte is accepted (a plain form without J
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
@@ -22,7 +20,6 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Response, Stream, Template
 from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
 
-from core.accounts.tables import User
 from core.cases import service as cases
 from core.cases.tables import Case
 from core.documents import resumable
@@ -30,16 +27,7 @@ from core.documents import service as documents
 from core.documents.content import content_disposition
 from core.documents.tables import Document, UploadSession
 from core.errors import ShownError
-from core.security import (
-    ADMIN,
-    COORDINATOR,
-    DOCTOR,
-    PATIENT,
-    SANDBOX_CSP,
-    record_denied,
-    role_guard,
-    signed_in,
-)
+from core.security import PATIENT, SANDBOX_CSP, record_denied, role_guard, signed_in
 from core.web import client_ip, form_data, page, redirect
 
 MAX_FILES_PER_REQUEST = 50
@@ -352,86 +340,6 @@ async def who_opened(request: Request, uid: FromPath[str]) -> Template:
         raise NotFoundException() from None
     lines = await documents.record_accesses(case, request.user)
     return page(request, "documents/access.html", case=case, lines=lines)
-
-
-# What the case pages show about a record line beyond its label --------------------------------
-# Template helpers (core.web registers them): `record_notes` for everyone who sees the line,
-# `study_detail` for staff only. Text from a file's header is shown as recorded there, escaped by
-# the templates like any other value.
-
-MALFORMED_DICOM = "malformed DICOM"  # the flag a specialty plugin sets on an unreadable DICOM
-MALFORMED_DICOM_NOTE = (
-    "This file could not be read as DICOM: it may be incomplete or damaged. If you can, upload "
-    "it again from the original disc or ask the imaging centre for a new copy."
-)
-STAFF_VIEWERS = (COORDINATOR, ADMIN, DOCTOR)
-
-
-def _loaded(value: Any, empty: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value or "null") or empty
-        except ValueError:
-            return empty
-    return value or empty
-
-
-def record_notes(doc: Document) -> list[str]:
-    """Plain-language notes on one record for the person looking at the case page."""
-    flags = _loaded(doc.flags, [])
-    return [MALFORMED_DICOM_NOTE] if doc.kind == "dicom" and MALFORMED_DICOM in flags else []
-
-
-@dataclass(frozen=True)
-class SeriesLine:
-    number: int | None
-    description: str | None
-    images: int
-
-    @property
-    def text(self) -> str:
-        """As listed: "Series 2: AX T2, 24 images"."""
-        head = f"Series {self.number}" if self.number is not None else "Series without a number"
-        if self.description:
-            head += f": {self.description}"
-        return f"{head}, {self.images:,} image{'s' if self.images != 1 else ''}"
-
-
-@dataclass(frozen=True)
-class StudyDetail:
-    """What the DICOM headers of one study say: who they name, and its series."""
-
-    patients: list[tuple[str, str]]  # (name, ID) as recorded in the files
-    series: list[SeriesLine]
-
-
-def study_detail(line: documents.RecordLine, viewer: User | None) -> StudyDetail | None:
-    """The detail under a study's line, for staff only (None for patients and single files)."""
-    if viewer is None or viewer.role not in STAFF_VIEWERS:
-        return None
-    facts = [_loaded(doc.facts, {}) for doc in line.documents]
-    if not any(item.get("group") for item in facts):
-        return None
-    patients: dict[tuple[str, str], None] = {}
-    series: dict[str, dict[str, Any]] = {}
-    for index, item in enumerate(facts):
-        name, number = item.get("patient_name"), item.get("patient_id")
-        patients[(name or "no name recorded", number or "no ID recorded")] = None
-        key = item.get("series_uid") or f"number:{item.get('series_number')}"
-        entry = series.setdefault(
-            key, {"number": item.get("series_number"), "description": None, "images": set()}
-        )
-        entry["description"] = entry["description"] or item.get("series_description")
-        entry["images"].add(item.get("sop_instance_uid") or f"#{index}")
-    lines = []
-    for entry in series.values():
-        try:
-            number = int(entry["number"]) if entry["number"] is not None else None
-        except ValueError:
-            number = None
-        lines.append(SeriesLine(number, entry["description"], len(entry["images"])))
-    lines.sort(key=lambda s: (s.number is None, s.number or 0))
-    return StudyDetail(patients=list(patients), series=lines)
 
 
 ROUTES = [DocumentController, UploadSessionController, who_opened]

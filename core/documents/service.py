@@ -47,7 +47,7 @@ from core.documents.tables import Document
 from core.plugins import PluginHost
 from core.security import ADMIN, COORDINATOR, DOCTOR, PATIENT
 from core.settings import Settings
-from core.specialty import Specialty
+from core.specialty import RecordsDetail, Specialty
 
 COMPLETE, UPLOADING, EXPANDED = "complete", "uploading", "expanded"
 READ_CHUNK = 1 << 20
@@ -113,7 +113,7 @@ def may_read(user: User, case: Case) -> bool:
     if user.role in (COORDINATOR, ADMIN):
         return True
     if user.role == DOCTOR:
-        return case.assigned_doctor is not None and case.assigned_doctor == user.id
+        return case.assigned_doctor == user.id
     return False
 
 
@@ -146,7 +146,7 @@ def record_lines(docs: list[Document]) -> list[RecordLine]:
     lines: list[RecordLine] = []
     groups: dict[str, RecordLine] = {}
     for doc in docs:
-        facts = json.loads(doc.facts) if isinstance(doc.facts, str) else (doc.facts or {})
+        facts = facts_of(doc)
         group = facts.get("group")
         if not group:
             lines.append(RecordLine(doc.display_name, [doc], doc.checklist_item))
@@ -176,6 +176,28 @@ async def get_document(case: Case, uid: str) -> Document:
     if doc is None:
         raise DocumentNotFound
     return doc
+
+
+def facts_of(doc: Document) -> dict[str, str]:
+    """What a plugin found in the file (`consilium_inspect_document`), as stored."""
+    return json.loads(doc.facts or "{}") if isinstance(doc.facts, str) else (doc.facts or {})
+
+
+def record_notes(doc: Document) -> list[str]:
+    """The plugin's sentence about a file for whoever sees it (`facts["note"]`), if any."""
+    note = facts_of(doc).get("note")
+    return [note] if note else []
+
+
+def describe_line(
+    plugins: PluginHost, case: Case, line: RecordLine, viewer: User | None
+) -> RecordsDetail | None:
+    """What the case's specialty plugin tells staff about one record line (e.g. the series of an
+    imaging study and who its headers name); None for patients."""
+    specialty = plugins.specialty(case.specialty)
+    if viewer is None or viewer.role not in (COORDINATOR, ADMIN, DOCTOR) or specialty is None:
+        return None
+    return plugins.describe_records(specialty, [facts_of(doc) for doc in line.documents])
 
 
 def previewable(doc: Document) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.hookspecs import hookimpl
-from core.specialty import Assets, DocumentFacts, Specialty
+from core.specialty import Assets, DocumentFacts, RecordsDetail, Specialty
 
 from .rules import check_intake
 from .specialty import SPECIALTY
@@ -40,3 +40,10 @@ def consilium_inspect_document(
     specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
 ) -> DocumentFacts | None:
     return None  # no specialty-specific reading of documents
+
+
+@hookimpl
+def consilium_describe_records(
+    specialty: Specialty, facts: list[dict[str, str]]
+) -> RecordsDetail | None:
+    return None  # nothing to add about records beyond their names

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.hookspecs import hookimpl
-from core.specialty import Assets, DocumentFacts, DocumentKind, Specialty
+from core.specialty import Assets, DocumentFacts, DocumentKind, RecordsDetail, Specialty
 
-from .dicom import read_dicom, summarise_studies
+from .dicom import DicomFacts, describe_study, read_dicom, summarise_studies
 from .rules import check_intake
 from .specialty import SPECIALTY
 
@@ -55,4 +55,24 @@ def consilium_inspect_document(
         return DocumentFacts(checklist_item="images", facts=facts)
     if reading.directory:
         return None  # a DICOMDIR (a CD's table of contents): neither an image nor a fault
-    return DocumentFacts(flags=("malformed DICOM",), facts={"problem": reading.reason or ""})
+    facts = {"problem": reading.reason or "", "note": UNREADABLE_NOTE}
+    return DocumentFacts(flags=("malformed DICOM",), facts=facts)
+
+
+UNREADABLE_NOTE = (
+    "This file could not be read as DICOM: it may be incomplete or damaged. If you can, upload "
+    "it again from the original disc or ask the imaging centre for a new copy."
+)
+
+
+@hookimpl
+def consilium_describe_records(
+    specialty: Specialty, facts: list[dict[str, str]]
+) -> RecordsDetail | None:
+    if specialty.slug != SPECIALTY.slug:
+        return None
+    readings = [r for r in map(DicomFacts.from_dict, facts) if r is not None]
+    if not readings:
+        return None
+    lines, warnings = describe_study(readings)
+    return RecordsDetail(lines=tuple(lines), warnings=tuple(warnings))

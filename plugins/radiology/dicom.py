@@ -106,6 +106,26 @@ class DicomFacts:
         values = ((f.name, getattr(self, f.name)) for f in fields(self))
         return {name: str(value) for name, value in values if value is not None}
 
+    @classmethod
+    def from_dict(cls, values: dict[str, str]) -> DicomFacts | None:
+        """Back from `as_dict` (stored facts); None for facts that are not a DICOM file's."""
+        if not values.get("study_uid"):
+            return None
+        kept: dict[str, str | int] = {}
+        for f in fields(cls):
+            value = values.get(f.name)
+            if value is not None and f.name in _NUMBERS:
+                try:
+                    kept[f.name] = int(value)
+                except ValueError:
+                    continue
+            elif value is not None:
+                kept[f.name] = value
+        return cls(**kept)  # type: ignore[arg-type]
+
+
+_NUMBERS = {"series_number", "instance_number"}
+
 
 @dataclass(frozen=True)
 class DicomReading:
@@ -371,6 +391,32 @@ def summarise_studies(facts: Iterable[DicomFacts]) -> list[StudySummary]:
     summaries.sort(key=lambda s: s.study_uid)
     summaries.sort(key=lambda s: s.study_date or "", reverse=True)
     return summaries
+
+
+def describe_study(facts: Iterable[DicomFacts]) -> tuple[list[str], list[str]]:
+    """For the reviewer: who the headers name and the series of each study, as lines of text;
+    and warnings (more than one patient named)."""
+    items = list(facts)
+    patients = _unique(
+        f"{item.patient_name or 'no name recorded'} (ID {item.patient_id or 'no ID recorded'})"
+        for item in items
+    )
+    lines = [
+        ("Patients" if len(patients) > 1 else "Patient") + " in the headers: " + "; ".join(patients)
+    ]
+    for study in summarise_studies(items):
+        for series in study.series:
+            head = f"Series {series.number}" if series.number is not None else "Series"
+            if series.description:
+                head += f": {series.description}"
+            count = series.image_count
+            lines.append(f"{head}, {count:,} image" + ("" if count == 1 else "s"))
+    warnings = []
+    if len(patients) > 1:
+        warnings.append(
+            "These files name more than one patient: check them before the study is read."
+        )
+    return lines, warnings
 
 
 def _summarise(study_uid: str, by_series: dict[str | None, list[DicomFacts]]) -> StudySummary:

@@ -16,6 +16,7 @@ from core.specialty import (
     DocumentKind,
     Form,
     LongText,
+    RecordsDetail,
     RequiredDocument,
     ShowIf,
     SingleChoice,
@@ -93,3 +94,10 @@ def consilium_inspect_document(
     specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
 ) -> DocumentFacts | None:
     return None
+
+
+@hookimpl
+def consilium_describe_records(
+    specialty: Specialty, facts: list[dict[str, str]]
+) -> RecordsDetail | None:
+    return None  # nothing to add about records beyond their names
