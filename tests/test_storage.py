@@ -435,6 +435,43 @@ async def test_local_files_and_folders_are_private(tmp_path: Path) -> None:
     assert list((root / "tmp").iterdir()) == []
 
 
+async def test_local_objects_are_written_back_while_they_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large objects are flushed to disk every 64 MiB during the write, so the commit's fsync has
+    little left; a write-back that fails fails the write and leaves nothing (fsyncgate: the
+    error may not be reported again by the final fsync)."""
+    import core.documents.storage as storage
+
+    flushed: list[int] = []
+    real = os.fdatasync
+
+    def recording(fd: int) -> None:
+        flushed.append(os.fstat(fd).st_size)
+        real(fd)
+
+    async def arriving(count: int) -> AsyncIterator[bytes]:
+        for _ in range(count):
+            await asyncio.sleep(0)  # as from the network: the event loop runs between pieces
+            yield piece
+
+    monkeypatch.setattr(storage.os, "fdatasync", recording)
+    store = LocalStore(tmp_path / "store")
+    piece = b"x" * MiB
+    await store.put("big", arriving(130))
+    # Started once 64 MiB were in, while the rest was still arriving (not at the end).
+    assert flushed and 64 * MiB <= flushed[0] < 130 * MiB
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage.os, "fdatasync", failing)
+    with pytest.raises(OSError):
+        await store.put("broken", arriving(130))
+    assert not await store.exists("broken")
+    assert list((tmp_path / "store" / "tmp").iterdir()) == []
+
+
 async def test_local_read_does_not_follow_symlinks(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     secret = tmp_path / "outside"
