@@ -15,7 +15,7 @@ from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from litestar.connection import ASGIConnection
-from litestar.datastructures import MutableScopeHeaders
+from litestar.datastructures import Cookie, MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
@@ -117,6 +117,26 @@ def session_config(settings: Settings) -> RotatingSessionConfig:
         httponly=True,
         samesite="lax",
         path="/",
+    )
+
+
+# A browser that signed in before (core/accounts/service.py: device cookies against lockout).
+DEVICE_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+def device_cookie_name(settings: Settings) -> str:
+    return f"{settings.cookie_prefix}device"
+
+
+def device_cookie(settings: Settings, value: str) -> Cookie:
+    return Cookie(
+        key=device_cookie_name(settings),
+        value=value,
+        max_age=DEVICE_COOKIE_MAX_AGE,
+        path="/",
+        secure=settings.secure_cookies,
+        httponly=True,
+        samesite="lax",
     )
 
 

@@ -22,6 +22,7 @@ from core.documents.content import (
     neutralise_dicom_preamble,
     sniff,
 )
+from tests.test_documents import new_case, upload
 
 DICOM_BODY = b"DICM\x02\x00\x00\x00UL\x04\x00\xc8\x00\x00\x00" + bytes(range(256)) * 2
 
@@ -108,10 +109,33 @@ def test_refused(head: bytes, refusal: str) -> None:
     assert not result.accepted
 
 
-def test_refusals_are_plain_language() -> None:
-    assert REFUSE_MARKUP == "Web pages and scripts cannot be uploaded."
-    assert REFUSE_PROGRAM == "Programs cannot be uploaded."
-    assert "PDF, JPEG, PNG, HEIC or WebP" in REFUSE_UNKNOWN and "ZIP" in REFUSE_UNKNOWN
+UNKNOWN_KIND = (
+    "We could not recognise this file. Please upload PDF, JPEG, PNG, HEIC or WebP photos, "
+    "DICOM images, or a ZIP of them."
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "sentence"),
+    [
+        (
+            "letter.html",
+            b"<!DOCTYPE html><script>x</script>",
+            "Web pages and scripts cannot be uploaded.",
+        ),
+        ("scan.pdf", b"MZ\x90\x00" + bytes(600), "Programs cannot be uploaded."),
+        ("report.pdf", b"\x00\x01 not a known kind " * 40, UNKNOWN_KIND),
+    ],
+    ids=["web-page", "program", "unknown"],
+)
+async def test_refused_uploads_say_why_in_plain_language(
+    client, name: str, data: bytes, sentence: str
+) -> None:
+    """What the person sees: a 415 page with a sentence they can act on, never a traceback."""
+    _, uid = await new_case(client, f"refused-{name}@example.com")
+    response = await upload(client, uid, name, data)
+    assert response.status_code == 415
+    assert sentence in response.text and "Traceback" not in response.text
 
 
 @given(st.binary(max_size=HEAD_BYTES + 64))

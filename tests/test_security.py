@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 
 import pyotp
@@ -11,14 +12,16 @@ from argon2 import PasswordHasher, extract_parameters
 from httpx import AsyncClient
 from litestar import Response, get
 
-from core import security
+from core import db, security
 from core.accounts import passwords
 from core.accounts import service as accounts
-from core.accounts.tables import LoginThrottle, RecoveryCode, User
+from core.accounts.tables import LoginThrottle, RecoveryCode, ResetRequest, User
 from core.app import create_app
+from core.audit.tables import AuditEvent
+from core.notifications.tables import OutboxMessage
 from core.settings import ConfigurationError, load_settings
 from tests.conftest import make_settings, open_client
-from tests.support import PASSWORD, csrf_token, make_person, post_form, sign_in
+from tests.support import PASSWORD, csrf_token, make_person, post_form, read_mail, sign_in
 
 
 def session_cookie(client: AsyncClient) -> str | None:
@@ -121,10 +124,28 @@ async def test_recovery_code_signs_in_once(client, running_app) -> None:
         assert (await post_form(lost_phone, "/login/code", {"code": code})).status_code == 400
 
 
+async def test_a_patient_can_turn_two_factor_off(client) -> None:
+    patient = await make_person("patient", "optional@example.com", mfa=True)
+    await sign_in(client, patient)
+    wrong = await post_form(client, "/account/two-factor/disable", {"password": "not it at all"})
+    assert wrong.status_code == 400 and "Your password is not right" in wrong.text
+    assert (await accounts.get_user_by_email(patient.email)).totp_enabled_at is not None  # type: ignore[union-attr]
+    response = await post_form(client, "/account/two-factor/disable", {"password": PASSWORD})
+    assert response.headers["location"] == "/account?notice=mfa-disabled"
+    assert "Two-factor sign-in is off." in (await client.get(response.headers["location"])).text
+    assert (await accounts.get_user_by_email(patient.email)).totp_enabled_at is None  # type: ignore[union-attr]
+    assert await RecoveryCode.count() == 0
+    await post_form(client, "/logout")
+    login = await post_form(client, "/login", {"email": patient.email, "password": PASSWORD})
+    assert login.headers["location"] == "/dashboard"  # no code asked for any more
+
+
 async def test_staff_cannot_turn_two_factor_off(client) -> None:
     doctor = await make_person("doctor", "keep@example.com")
     await sign_in(client, doctor)
-    await post_form(client, "/account/two-factor/disable")
+    response = await post_form(client, "/account/two-factor/disable", {"password": PASSWORD})
+    page = await client.get(response.headers["location"])
+    assert "Staff accounts need two-factor sign-in, so it stays on." in page.text
     assert (await accounts.get_user_by_email(doctor.email)).totp_enabled_at is not None  # type: ignore[union-attr]
 
 
@@ -132,6 +153,56 @@ async def test_totp_secret_is_sealed_in_the_database(settings) -> None:
     doctor = await make_person("doctor", "sealed@example.com")
     row = await accounts.get_user_by_email(doctor.email)
     assert row is not None and row.totp_secret and doctor.totp_secret not in row.totp_secret
+
+
+# 3. No account enumeration -------------------------------------------------------------------
+
+
+async def test_reset_takes_as_long_for_an_unknown_email(tmp_path, database_url) -> None:
+    """The time a reset request takes must not tell whether the email has an account: requests
+    for a known and an unknown email, interleaved, have medians within 1.5x of each other.
+
+    The app's outbox worker is not started (its work after a known email would slow whichever
+    request comes next); the test resolves the queue between requests instead."""
+    settings = make_settings(tmp_path, database_url, login_rate_per_minute=10_000)
+    app = create_app(settings)
+    await make_person("patient", "timed@example.com")
+    durations: dict[str, list[float]] = {"known": [], "unknown": []}
+    await db.start_pool(settings)
+    try:
+        async with open_client(app) as client:
+            for i in range(-2, 40):  # the first two rounds warm up and are not counted
+                pair = [("known", "timed@example.com"), ("unknown", f"nobody{i}@example.com")]
+                for kind, email in pair if i % 2 else pair[::-1]:
+                    start = time.perf_counter()
+                    response = await post_form(client, "/reset", {"email": email})
+                    elapsed = time.perf_counter() - start
+                    assert response.headers["location"] == "/login?notice=reset-sent"
+                    if i >= 0:
+                        durations[kind].append(elapsed)
+                    await read_mail(settings)
+    finally:
+        await db.close_pool()
+    known, unknown = (statistics.median(times) * 1000 for times in durations.values())
+    assert max(known, unknown) < 1.5 * min(known, unknown), f"{known=:.2f} ms {unknown=:.2f} ms"
+
+
+async def test_reset_link_and_audit_row_for_a_real_account_only(client, settings) -> None:
+    person = await make_person("patient", "real@example.com")
+    for email in ("real@example.com", "ghost@example.com"):
+        response = await post_form(client, "/reset", {"email": email})
+        assert response.headers["location"] == "/login?notice=reset-sent"
+    for _ in range(100):  # the app's own outbox worker resolves the requests
+        if not await ResetRequest.count():
+            break
+        await asyncio.sleep(0.05)
+    assert await ResetRequest.count() == 0
+    resets = [m for m in await read_mail(settings) if m["Subject"] == "Reset your password"]
+    assert [m["To"] for m in resets] == ["real@example.com"]
+    audited = await AuditEvent.select(AuditEvent.subject_uid).where(
+        AuditEvent.action == "password.reset_requested"
+    )
+    assert audited == [{"subject_uid": str(person.user.uid)}]
 
 
 # 4. Brute force ------------------------------------------------------------------------------
@@ -149,6 +220,57 @@ async def test_progressive_delay_per_account_also_for_unknown_emails(client) -> 
         LoginThrottle.id > 0
     )
     await sign_in(client, person)
+
+
+async def try_sign_in(app, email: str, password: str, device: str | None = None) -> int:
+    """The status of one sign-in from a new browser, holding `device` as its device cookie."""
+    async with open_client(app) as browser:
+        if device:
+            browser.cookies.set("device", device, domain="testserver.local")
+        response = await post_form(browser, "/login", {"email": email, "password": password})
+        return response.status_code
+
+
+async def device_cookie_after_sign_in(app, person) -> str:
+    async with open_client(app) as browser:
+        await sign_in(browser, person)
+        return browser.cookies["device"]
+
+
+async def lock_out(app, email: str) -> None:
+    for _ in range(accounts.FREE_FAILURES):
+        await try_sign_in(app, email, "wrong guess")
+    assert await try_sign_in(app, email, PASSWORD) == 429
+
+
+async def test_a_browser_that_signed_in_before_is_not_locked_out(client, running_app) -> None:
+    doctor = await make_person("doctor", "trusted@example.com")
+    await sign_in(client, doctor)
+    await post_form(client, "/logout")
+    await lock_out(running_app, doctor.email)  # an attacker's guesses, from elsewhere
+    await sign_in(client, doctor)
+
+
+async def test_only_a_genuine_device_cookie_of_that_account_helps(running_app) -> None:
+    target = await make_person("patient", "locked@example.com")
+    other = await make_person("patient", "other@example.com")
+    genuine = await device_cookie_after_sign_in(running_app, target)
+    others = await device_cookie_after_sign_in(running_app, other)
+    await lock_out(running_app, target.email)
+    relabelled = genuine.split(".")[0] + others[others.index(".") :]
+    for cookie in (others, relabelled, genuine[:-2] + "xx", "x.y.z"):
+        assert await try_sign_in(running_app, target.email, PASSWORD, cookie) == 429
+    assert await try_sign_in(running_app, target.email, PASSWORD, genuine) == 303
+
+
+async def test_guesses_from_a_known_browser_lock_out_that_browser(running_app) -> None:
+    person = await make_person("patient", "stolen@example.com")
+    device = await device_cookie_after_sign_in(running_app, person)
+    for _ in range(accounts.FREE_FAILURES):
+        await try_sign_in(running_app, person.email, "wrong guess", device)
+    assert await try_sign_in(running_app, person.email, PASSWORD, device) == 429
+    # Counted against that cookie, not the email: other browsers are not locked out.
+    assert await try_sign_in(running_app, person.email, PASSWORD) == 303
 
 
 async def test_per_ip_rate_limit(tmp_path, database_url) -> None:
@@ -177,18 +299,36 @@ async def test_session_fixation_chosen_id_is_never_signed_in(client) -> None:
         assert response.status_code == 303
 
 
-async def test_session_id_rotates_on_sign_in_and_out(client) -> None:
+async def test_every_new_session_id_ends_the_previous_one(client, running_app) -> None:
+    """Password, then second factor; sign-out; enrolment: after each, the previous id is gone
+    from the store and gets nothing when another browser replays it."""
+    store = running_app.stores.get("sessions")
+
+    async def assert_ended(old: str | None, page: str) -> None:
+        assert old and session_cookie(client) != old
+        assert not await store.exists(old)
+        async with open_client(running_app) as replay:
+            replay.cookies.set("session", old, domain="testserver.local")
+            response = await replay.get(page, follow_redirects=False)
+            assert response.headers.get("location") == f"/login?next={page}", response.status_code
+
     doctor = await make_person("doctor", "rotate@example.com")
     await post_form(client, "/login", {"email": doctor.email, "password": PASSWORD})
     half = session_cookie(client)
     await post_form(client, "/login/code", {"code": doctor.next_code()})
+    await assert_ended(half, "/login/code")
     full = session_cookie(client)
-    assert half and full and half != full
     await post_form(client, "/logout")
-    # Replaying the signed-in id after sign-out gets nothing.
-    async with AsyncClient(transport=client._transport, base_url=str(client.base_url)) as replay:
-        replay.cookies.set("session", full, domain="testserver.local")
-        assert (await replay.get("/dashboard", follow_redirects=False)).status_code == 303
+    await assert_ended(full, "/dashboard")
+
+    newcomer = await make_person("coordinator", "enrol-rotate@example.com", mfa=False)
+    await post_form(client, "/login", {"email": newcomer.email, "password": PASSWORD})
+    enrolling = session_cookie(client)
+    setup = await client.get("/account/two-factor")
+    secret = setup.text.split('class="secret">')[1].split("<")[0]
+    await post_form(client, "/account/two-factor", {"code": pyotp.TOTP(secret).now()})
+    await assert_ended(enrolling, "/account/two-factor")
+    assert (await client.get("/dashboard")).status_code == 200
 
 
 @pytest.mark.parametrize(("minutes_later", "signed_in"), [(29, True), (31, False)])
@@ -227,12 +367,19 @@ async def test_session_and_csrf_cookie_flags(client) -> None:
     cookies = response.headers.get_list("set-cookie")
     session = next(c for c in cookies if c.startswith("session="))
     assert "HttpOnly" in session and "SameSite=lax" in session.replace("Lax", "lax")
+    device = next(c for c in cookies if c.startswith("device="))
+    assert "HttpOnly" in device and "SameSite=lax" in device.replace("Lax", "lax")
+    assert "Max-Age=31536000" in device and "Path=/" in device
+    assert person.email not in device
 
 
 def test_cookies_are_secure_with_host_prefix_over_tls(tmp_path) -> None:
     tls = make_settings(tmp_path, None, base_url="https://second-opinion.example.org")
     config = security.session_config(tls)
     assert config.key == "__Host-session" and config.secure and config.httponly
+    device = security.device_cookie(tls, "value")
+    assert device.key == "__Host-device" and device.secure and device.httponly
+    assert device.path == "/" and device.domain is None and device.samesite == "lax"
 
 
 # 8. CSRF ---------------------------------------------------------------------------------------
@@ -320,8 +467,17 @@ async def test_hsts_only_behind_tls(tmp_path, database_url) -> None:
     async with AsyncClient(
         transport=open_client(app)._transport, base_url="https://so.example.org"
     ) as client:
-        response = await client.get("/")
-    assert response.headers["strict-transport-security"].startswith("max-age=")
+        for path in ("/", "/no-such-page", "/static/app.css"):
+            response = await client.get(path)
+            assert response.headers["strict-transport-security"].startswith("max-age="), path
+
+
+async def test_no_hsts_over_plain_http(client) -> None:
+    # A browser would pin an http-only site to https and then find nothing there.
+    for path, status in [("/", 200), ("/no-such-page", 404), ("/static/app.css", 200)]:
+        response = await client.get(path)
+        assert response.status_code == status
+        assert "strict-transport-security" not in response.headers, path
 
 
 async def test_unknown_host_header_is_refused(client) -> None:
@@ -388,10 +544,9 @@ async def test_verification_tokens_are_random_hashed_and_single_use(client, sett
 
 
 async def test_concurrent_requests_do_not_fail(tmp_path, database_url) -> None:
-    """100 reset requests at once over HTTP, each a read-then-write transaction (token, outbox
-    message, audit row): none may fail with "database is locked" (SQLite) or lose a write."""
-    from core.notifications.tables import OutboxMessage
-
+    """100 reset requests at once over HTTP, then four workers resolving them at once, each a
+    read-then-write transaction (token, outbox message, audit row): none may fail with "database
+    is locked" (SQLite), lose a write or send a reset twice."""
     settings = make_settings(tmp_path, database_url, login_rate_per_minute=10_000)
     app = create_app(settings)
     stored = passwords.hasher.hash(PASSWORD)
@@ -413,7 +568,8 @@ async def test_concurrent_requests_do_not_fail(tmp_path, database_url) -> None:
             )
         )
     assert [r.status_code for r in responses] == [303] * 100
-    assert await OutboxMessage.count() == 100
+    resolved = await asyncio.gather(*(accounts.send_password_resets(100) for _ in range(4)))
+    assert sum(resolved) == 100 and await OutboxMessage.count() == 100
 
 
 async def test_sessions_can_live_in_redis(tmp_path, database_url) -> None:
@@ -429,7 +585,8 @@ async def test_sessions_can_live_in_redis(tmp_path, database_url) -> None:
     async def stored_session_keys() -> list[str]:
         return [key.decode() async for key in redis.scan_iter(match="*sessions*")]
 
-    async with open_client(app) as client:
+    # Leaving the store closes the app's Redis client (without a lifespan nothing else does).
+    async with open_client(app) as client, app.stores.get("sessions"):
         await sign_in(client, person)
         assert (await client.get("/dashboard")).status_code == 200
         sid = session_cookie(client)

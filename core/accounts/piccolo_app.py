@@ -2,12 +2,19 @@ import os
 
 from piccolo.conf.apps import AppConfig
 
-from core.accounts.tables import AuthToken, DoctorSpecialty, LoginThrottle, RecoveryCode, User
+from core.accounts.tables import (
+    AuthToken,
+    DoctorSpecialty,
+    LoginThrottle,
+    RecoveryCode,
+    ResetRequest,
+    User,
+)
 
 APP_CONFIG = AppConfig(
     app_name="accounts",
     migrations_folder_path=os.path.join(os.path.dirname(__file__), "piccolo_migrations"),
-    table_classes=[User, DoctorSpecialty, RecoveryCode, AuthToken, LoginThrottle],
+    table_classes=[User, DoctorSpecialty, RecoveryCode, AuthToken, LoginThrottle, ResetRequest],
     migration_dependencies=[],
     commands=[],
 )

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get, post
+from typing import TypeVar
+
+from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
+from core import runtime
 from core.accounts import second_factor
 from core.accounts import service as accounts
+from core.accounts.tables import User
 from core.security import (
     AUTH_ENROL,
     AUTH_FULL,
     AUTH_SECOND_FACTOR,
+    device_cookie,
+    device_cookie_name,
     end_session,
     pending_auth_guard,
     signed_in,
@@ -26,6 +32,15 @@ def _wait_message(seconds: int) -> str:
     minutes = max(1, (seconds + 59) // 60)
     unit = "minute" if minutes == 1 else "minutes"
     return f"Too many attempts. For your safety, please wait {minutes} {unit} and try again."
+
+
+R = TypeVar("R", bound=Response)
+
+
+def _remember_device(response: R, user: User) -> R:
+    """The browser completed a sign-in: give it a new device cookie (see accounts.service)."""
+    response.set_cookie(device_cookie(runtime.settings(), accounts.new_device_cookie(user)))
+    return response
 
 
 def _after_sign_in(request: Request, level: str, next_path: str) -> Redirect:
@@ -47,7 +62,10 @@ class SignInController(Controller):
         data = await form_data(request)
         values = {"email": data.get("email", ""), "next": safe_next(data.get("next"))}
         result = await accounts.sign_in(
-            data.get("email", ""), data.get("password", ""), ip=client_ip(request)
+            data.get("email", ""),
+            data.get("password", ""),
+            ip=client_ip(request),
+            device_cookie=request.cookies.get(device_cookie_name(runtime.settings())),
         )
         if result.user is None or result.level is None:
             message = _wait_message(result.retry_after) if result.retry_after else None
@@ -59,7 +77,8 @@ class SignInController(Controller):
                 errors={"email": message or GENERIC_SIGN_IN_ERROR},
             )
         start_session(request, result.user, result.level)
-        return _after_sign_in(request, result.level, values["next"])
+        response = _after_sign_in(request, result.level, values["next"])
+        return _remember_device(response, result.user) if result.level == AUTH_FULL else response
 
     @get("/login/code", guards=[pending_auth_guard(AUTH_SECOND_FACTOR)])
     async def code_form(self, request: Request) -> Template:
@@ -81,7 +100,7 @@ class SignInController(Controller):
             return page(request, "accounts/login_code.html", status, errors={"code": message})
         next_path = safe_next(request.session.get("next"))
         start_session(request, result.user, AUTH_FULL)
-        return redirect(next_path)
+        return _remember_device(redirect(next_path), result.user)
 
     @post("/logout")
     async def logout(self, request: Request) -> Redirect:
@@ -200,25 +219,30 @@ class ResetController(Controller):
         return redirect("/login", "password-set")
 
 
+async def account_page(request: Request, status: int = 200, **context) -> Template:
+    user = request.user
+    context.setdefault(
+        "values", {"full_name": user.full_name, "phone": user.phone, "country": user.country}
+    )
+    context.setdefault("errors", {})
+    context.setdefault("password_errors", {})
+    context.setdefault("mfa_errors", {})
+    return page(
+        request,
+        "accounts/account.html",
+        status,
+        countries=accounts.COUNTRIES,
+        recovery_left=await second_factor.remaining_recovery_codes(user),
+        **context,
+    )
+
+
 class AccountController(Controller):
     path = "/account"
     guards = [signed_in]
 
     async def _render(self, request: Request, status: int = 200, **context) -> Template:
-        user = request.user
-        context.setdefault(
-            "values", {"full_name": user.full_name, "phone": user.phone, "country": user.country}
-        )
-        context.setdefault("errors", {})
-        context.setdefault("password_errors", {})
-        return page(
-            request,
-            "accounts/account.html",
-            status,
-            countries=accounts.COUNTRIES,
-            recovery_left=await second_factor.remaining_recovery_codes(user),
-            **context,
-        )
+        return await account_page(request, status, **context)
 
     @get("/")
     async def show(self, request: Request) -> Template:
@@ -304,7 +328,7 @@ class TwoFactorController(Controller):
             return self._setup_page(request, secret, errors, 400)
         refreshed = await accounts.get_user(str(user.uid))
         start_session(request, refreshed, AUTH_FULL)  # privilege change: new session id
-        return page(request, "accounts/recovery_codes.html", codes=codes)
+        return _remember_device(page(request, "accounts/recovery_codes.html", codes=codes), user)
 
     @post("/recovery-codes", guards=[signed_in])
     async def new_codes(self, request: Request) -> Template | Redirect:
@@ -314,10 +338,21 @@ class TwoFactorController(Controller):
         return page(request, "accounts/recovery_codes.html", codes=codes)
 
     @post("/disable", guards=[signed_in])
-    async def disable(self, request: Request) -> Redirect:
-        if await second_factor.disable(request.user, ip=client_ip(request)):
-            return redirect("/account", "mfa-disabled")
-        return redirect("/account")
+    async def disable(self, request: Request) -> Template | Redirect:
+        # Turning a protection off asks for the password again: a session left open on a shared
+        # computer must not be enough.
+        if request.user.totp_enabled_at is None:
+            return redirect("/account")  # nothing to turn off
+        data = await form_data(request)
+        outcome = await second_factor.disable(
+            request.user, data.get("password", ""), ip=client_ip(request)
+        )
+        if outcome == second_factor.KEPT_FOR_STAFF:
+            return redirect("/account", "mfa-kept")
+        if outcome == second_factor.WRONG_PASSWORD:
+            errors = {"password": "Your password is not right, so two-factor sign-in stays on."}
+            return await account_page(request, 400, mfa_errors=errors)
+        return redirect("/account", "mfa-disabled")
 
 
 ROUTES = [

@@ -22,6 +22,7 @@ import qrcode.image.svg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core import db, runtime
+from core.accounts import passwords
 from core.accounts.tables import RecoveryCode, User
 from core.audit import service as audit
 from core.security import STAFF_ROLES, derive_key
@@ -164,14 +165,25 @@ async def remaining_recovery_codes(user: User) -> int:
     )
 
 
-async def disable(user: User, *, ip: str | None) -> bool:
-    """Patients may turn two-factor off; staff may not (it is required for them)."""
+# What `disable` did.
+DISABLED, KEPT_FOR_STAFF, WRONG_PASSWORD = "disabled", "kept_for_staff", "wrong_password"
+
+
+async def disable(user: User, password: str, *, ip: str | None) -> str:
+    """Patients may turn two-factor off, with their password; staff may not (it is required
+    for them)."""
     if user.role in STAFF_ROLES:
-        return False
+        return KEPT_FOR_STAFF
+    ok, _ = await passwords.verify_password(user.password_hash, password)
+    if not ok:
+        await audit.record(
+            "mfa.disable", actor=user, subject_uid=str(user.uid), ip=ip, outcome="failure"
+        )
+        return WRONG_PASSWORD
     async with db.transaction():
         await User.update(
             {User.totp_secret: None, User.totp_enabled_at: None, User.totp_last_step: None}
         ).where(User.id == user.id)
         await RecoveryCode.delete().where(RecoveryCode.user == user.id)
         await audit.record("mfa.disable", actor=user, subject_uid=str(user.uid), ip=ip)
-    return True
+    return DISABLED

@@ -1,13 +1,26 @@
 """Accounts: registration, sign-in, second factor, resets, profiles and staff.
 
 Every function here is callable without HTTP (tests, CLI). Answers never reveal whether an
-email has an account (SECURITY.md 3): registration and reset behave the same either way, and a
-failed sign-in costs the same time and gives the same message.
+email has an account (SECURITY.md 3): registration and reset behave the same either way (a reset
+request only queues a row; the outbox worker looks the address up), and a failed sign-in costs
+the same time and gives the same message.
+
+Guessing passwords (SECURITY.md 4) is slowed with OWASP's device cookies
+(https://owasp.org/www-community/Slow_Down_Online_Guessing_Attacks_with_Device_Cookies). A
+browser that signed in gets a device cookie: an HMAC of the account's email, a random nonce and
+a MAC over both, under keys derived from the secret. Wrong passwords sent without a valid device
+cookie for that email count per email: after FREE_FAILURES each one doubles a wait, up to
+MAX_DELAY. Attempts with one count per cookie instead and skip the per-email wait, so an
+attacker's steady failures cannot lock the owner out of browsers they used before, and a stolen
+device cookie gets the same wait of its own.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
+import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +30,13 @@ from email_validator import EmailNotValidError, validate_email
 
 from core import db, runtime
 from core.accounts import passwords, second_factor
-from core.accounts.tables import AuthToken, DoctorSpecialty, LoginThrottle, User
+from core.accounts.tables import (
+    AuthToken,
+    DoctorSpecialty,
+    LoginThrottle,
+    ResetRequest,
+    User,
+)
 from core.audit import service as audit
 from core.notifications import service as notifications
 from core.security import (
@@ -41,13 +60,16 @@ TOKEN_LIFETIME = {
 }
 
 # Progressive delay: after FREE_FAILURES wrong passwords, each further one doubles the wait,
-# up to MAX_DELAY. It always ends, so an attacker cannot lock a person out for good.
+# up to MAX_DELAY. Counted per email for unknown browsers and per device cookie for known ones
+# (see the module docstring), so an attacker cannot lock a person out for good.
 FREE_FAILURES = 5
 FIRST_DELAY = timedelta(seconds=15)
 MAX_DELAY = timedelta(minutes=15)
 
 COUNTRIES = sorted(((c.alpha_2, c.name) for c in pycountry.countries), key=lambda pair: pair[1])
 _COUNTRY_CODES = {code for code, _ in COUNTRIES}
+
+log = logging.getLogger("consilium.accounts")
 
 
 class ValidationFailed(Exception):
@@ -282,17 +304,55 @@ async def _throttle_clear(key: str) -> None:
     await LoginThrottle.delete().where(LoginThrottle.key == key)
 
 
+def _device_mac(body: str) -> str:
+    key = derive_key(runtime.settings(), "device-cookie")
+    return _b64(hmac.new(key, body.encode(), "sha256").digest())
+
+
+def _device_account(email: str) -> str:
+    key = derive_key(runtime.settings(), "device-cookie-account")
+    return _b64(hmac.new(key, normalise_email(email).encode(), "sha256").digest()[:16])
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def new_device_cookie(user: User) -> str:
+    """The value of the device cookie a browser gets when `user` signed in with it."""
+    body = f"{_device_account(user.email)}.{secrets.token_urlsafe(16)}"
+    return f"{body}.{_device_mac(body)}"
+
+
+def _device_nonce(cookie: str | None, email: str) -> str | None:
+    """The nonce of a device cookie, when it is ours (MAC) and names this email; else None."""
+    parts = cookie.split(".") if cookie and cookie.isascii() else []
+    if len(parts) != 3 or not all(parts):
+        return None
+    account, nonce, mac = parts
+    if not hmac.compare_digest(mac, _device_mac(f"{account}.{nonce}")):
+        return None  # not made by us, or altered
+    if not hmac.compare_digest(account, _device_account(email)):
+        return None  # another account's
+    return nonce
+
+
 def _level_after_password(user: User) -> str:
     if user.totp_enabled_at is not None:
         return AUTH_SECOND_FACTOR
     return AUTH_ENROL if user.role in STAFF_ROLES else AUTH_FULL
 
 
-async def sign_in(email: str, password: str, *, ip: str | None) -> SignIn:
+async def sign_in(
+    email: str, password: str, *, ip: str | None, device_cookie: str | None = None
+) -> SignIn:
+    """Check a password. Failures count against the browser's device cookie when it holds a
+    valid one for this email, else against the email (see the module docstring)."""
     email = normalise_email(email)
     if not email or not password:
         return SignIn()  # nothing to check (and nothing to count against anyone)
-    key = _throttle_key("email", email)
+    nonce = _device_nonce(device_cookie, email)
+    key = _throttle_key("device", nonce) if nonce else _throttle_key("email", email)
     if wait := await _throttle_wait(key):
         await audit.record("login.throttled", outcome="denied", ip=ip)
         return SignIn(retry_after=wait)
@@ -355,19 +415,59 @@ async def record_sign_out(user: User, *, ip: str | None) -> None:
 
 
 async def request_password_reset(email: str, *, ip: str | None) -> None:
-    """Email a reset link if the account exists; say nothing either way."""
+    """Queue a reset for any well-formed address; say nothing either way.
+
+    The request does the same work whether or not the address has an account (one row, never
+    a look-up), so its timing tells nothing: `send_password_resets`, run by the outbox worker,
+    finds out and emails the link.
+    """
     email = normalise_email(email)
     if _email_problem(email):
         return
     async with db.transaction():
-        user = await get_user_by_email(email)
-        if user is None or not user.is_active:
-            return
-        token = await _issue_token(user, RESET_PASSWORD)
-        await notifications.enqueue(
-            to=user.email, template="password_reset", context={"link": _link(f"/reset/{token}")}
-        )
-        await audit.record("password.reset_requested", subject_uid=str(user.uid), ip=ip)
+        await ResetRequest.insert(ResetRequest(email=email, ip=ip))
+        db.on_commit(notifications.wake_workers)
+
+
+async def send_password_resets(limit: int = 20) -> int:
+    """Resolve up to `limit` queued reset requests: a real, active account gets a reset link
+    and an audit row; any other address nothing. Returns how many were resolved.
+
+    Each request is taken (deleted) in the transaction that acts on it, so of two workers only
+    one acts, and a crash leaves the request for the next pass. Run outside a transaction.
+    """
+    done = 0
+    while done < limit:
+        oldest = await ResetRequest.select(ResetRequest.id).order_by(ResetRequest.id).first()
+        if oldest is None:
+            break
+        try:
+            async with db.transaction():
+                taken = (
+                    await ResetRequest.delete()
+                    .where(ResetRequest.id == oldest["id"])
+                    .returning(ResetRequest.email, ResetRequest.ip)
+                )
+                if not taken:
+                    continue  # another worker has it
+                await _send_password_reset(taken[0]["email"], ip=taken[0]["ip"])
+        except Exception as exc:
+            # Dropped, not retried for ever: one bad request must not hold up the others.
+            log.error("password reset request not resolved: %s", type(exc).__name__)
+            await ResetRequest.delete().where(ResetRequest.id == oldest["id"])
+        done += 1
+    return done
+
+
+async def _send_password_reset(email: str, *, ip: str | None) -> None:
+    user = await get_user_by_email(email)
+    if user is None or not user.is_active:
+        return
+    token = await _issue_token(user, RESET_PASSWORD)
+    await notifications.enqueue(
+        to=user.email, template="password_reset", context={"link": _link(f"/reset/{token}")}
+    )
+    await audit.record("password.reset_requested", subject_uid=str(user.uid), ip=ip)
 
 
 async def _set_password(user: User, password_hash: str) -> User:

@@ -61,3 +61,15 @@ class LoginThrottle(Table, tablename="account_login_throttle"):
     key = Varchar(length=64, unique=True)  # HMAC of the normalised email
     failures = Integer(default=0)
     blocked_until = Timestamptz(null=True, default=None)
+
+
+class ResetRequest(Table, tablename="account_reset_request"):
+    """A password reset asked for at /reset, for any well-formed address, known or not.
+
+    The request only writes this row, so it costs the same whether the address has an account;
+    the outbox worker resolves it (token, email, audit row for a real account) and deletes it.
+    """
+
+    email = Varchar(length=320)  # normalised
+    ip = Varchar(length=64, null=True, default=None)
+    requested_at = Timestamptz(default=TimestamptzNow())

@@ -77,7 +77,7 @@ async def enqueue(*, to: str, template: str, context: dict[str, Any]) -> None:
     )
     await OutboxMessage.insert(row)
     # Woken after the commit, so the worker finds the row on its first look.
-    db.on_commit(_wake_workers)
+    db.on_commit(wake_workers)
 
 
 def render_email(template: str, context: dict[str, Any], settings: Settings) -> tuple[str, str]:
@@ -156,7 +156,8 @@ def remove_waker(callback: Callable[[], None]) -> None:
     _wakers.discard(callback)
 
 
-def _wake_workers() -> None:
+def wake_workers() -> None:
+    """Have every worker of this process look for work now (call it after a commit)."""
     for callback in list(_wakers):
         callback()
 
