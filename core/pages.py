@@ -33,7 +33,6 @@ async def dashboard(request: Request) -> Template:
         cases=own_cases,
         received=received,
         statuses=PATIENT_STATUS,
-        specialties={s.slug: s for s in request.app.state.plugins.specialties()},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -45,6 +46,7 @@ NOTICES: dict[str, tuple[str, str]] = {
         "Staff accounts need two-factor sign-in. Set it up now with an authenticator app.",
     ),
     "mfa-disabled": ("info", "Two-factor sign-in is off."),
+    "mfa-kept": ("error", "Staff accounts need two-factor sign-in, so it stays on."),
     "verification-sent": ("info", "We sent you a new confirmation link."),
     "staff-created": ("success", "The account is created and an invitation was emailed."),
     "staff-saved": ("success", "The changes are saved."),
@@ -57,6 +59,11 @@ NOTICES: dict[str, tuple[str, str]] = {
     ),
     "link-revoked": ("success", "The link is revoked. It no longer works."),
     "records-uploaded": ("success", "Your files are uploaded and stored encrypted."),
+    "records-left-out": (
+        "warning",
+        "Your files are uploaded and stored encrypted, but we could not keep some of the files "
+        "in your ZIP. The list below says which ones and why.",
+    ),
     "request-cancelled": ("info", "The request is cancelled."),
     "cannot-cancel": ("error", "This request can no longer be cancelled. Please contact us."),
     "payment-returned": (
@@ -77,9 +84,61 @@ NOTICES: dict[str, tuple[str, str]] = {
     "refund-recorded": ("success", "The refund is recorded."),
     "fee-saved": ("success", "The fee schedule is saved. It applies to cases submitted from now."),
 }
+# Notices about one part of a page are shown at the top of that part (the section with this id),
+# where the redirect takes the eye, instead of at the top of the page.
+NOTICE_SECTIONS: dict[str, str] = {
+    "payment-returned": "payment",
+    "payment-failed": "payment",
+    "payment-abandoned": "payment",
+    "payment-offline": "payment",
+    "records-uploaded": "records",
+    "records-left-out": "records",
+    "link-revoked": "links",
+}
+
+# What a person's landing page (/dashboard) is called, by role (core.security's role names):
+# the menu says the same as the page's heading.
+HOME_TITLES = {
+    "patient": "My cases",
+    "doctor": "My queue",
+    "coordinator": "Cases to triage",
+    "admin": "Administration",
+}
+DATE_FORMAT = "%-d %b %Y"  # "2 Oct 2026": every date a page shows
 
 
-def install_template_helpers(environment: Environment, settings: Settings) -> None:
+def home_title(role: str) -> str:
+    return HOME_TITLES.get(role, "My work")
+
+
+def format_date(value: date | datetime | str | None, zone: ZoneInfo, weekday: bool = False) -> str:
+    """A date as people read it: "2 Oct 2026" ("Fri 2 Oct 2026" with `weekday`). Takes a date,
+    an aware datetime (shown in `zone`) or an ISO date string (a draft's entry); anything else
+    is returned as it was typed."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            value = date.fromisoformat(value.strip())
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        value = value.astimezone(zone).date()
+    return value.strftime(("%a " if weekday else "") + DATE_FORMAT)
+
+
+def specialty_name(specialty: Callable[[str], Any] | None, slug: str) -> str:
+    """The one name of a specialty everywhere ("Radiology second opinion"): the title its plugin
+    gives it (`specialty` looks a slug up, e.g. PluginHost.specialty)."""
+    found = specialty(slug) if specialty is not None else None
+    return found.title if found else slug.replace("_", " ").capitalize()
+
+
+def install_template_helpers(
+    environment: Environment,
+    settings: Settings,
+    specialty: Callable[[str], Any] | None = None,
+) -> None:
     """Filters and functions every template may use."""
     zone = ZoneInfo(settings.time_zone)
 
@@ -87,9 +146,15 @@ def install_template_helpers(environment: Environment, settings: Settings) -> No
         # "2 Oct 2026 14:05" in the deployment's time zone (stored times are UTC).
         if value is None:
             return ""
-        return value.astimezone(zone).strftime("%-d %b %Y %H:%M")
+        return value.astimezone(zone).strftime(f"{DATE_FORMAT} %H:%M")
+
+    def day(value: date | datetime | str | None, weekday: bool = False) -> str:
+        return format_date(value, zone, weekday)
 
     environment.filters["localtime"] = localtime
+    environment.filters["day"] = day
+    environment.globals["home_title"] = home_title
+    environment.globals["specialty_name"] = lambda slug: specialty_name(specialty, slug)
     from core.payments.service import money  # amounts in minor units, shown the same everywhere
 
     environment.globals["money"] = money
@@ -119,16 +184,26 @@ def client_ip(request: Request) -> str | None:
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Template:
-    """Render a full page; adds the notice named in the query string, if any."""
-    notice = NOTICES.get(request.query_params.get("notice", ""))
+    """Render a full page; adds the notice named in the query string, if any. A notice about
+    one section (NOTICE_SECTIONS) carries its id: that section shows it, the page top does not."""
+    key = request.query_params.get("notice", "")
+    notice = NOTICES.get(key)
     if notice and "flash" not in context:
-        context["flash"] = {"kind": notice[0], "text": notice[1]}
+        context["flash"] = {
+            "kind": notice[0],
+            "text": notice[1],
+            "section": NOTICE_SECTIONS.get(key, ""),
+        }
     return Template(name, context=context, status_code=status_code)
 
 
 def redirect(path: str, notice: str | None = None) -> Redirect:
+    """A 303 to `path`; with a notice, to the section the notice belongs to unless `path`
+    names a fragment already."""
     if notice:
         path, hash_mark, fragment = path.partition("#")  # the query goes before the fragment
+        if not hash_mark and NOTICE_SECTIONS.get(notice):
+            hash_mark, fragment = "#", NOTICE_SECTIONS[notice]
         path += ("&" if "?" in path else "?") + f"notice={notice}" + hash_mark + fragment
     return Redirect(path=path, status_code=303)
 
@@ -150,3 +225,13 @@ def filesize(size: int) -> str:
         if size >= step:
             return f"{size / step:,.1f} {unit}"
     return f"{size} bytes"
+
+
+def bounded_int(value: str | None, *, default: int, low: int, high: int) -> int:
+    """A number from a query string, kept inside [low, high]: `?offset=9223372036854775808` or
+    `?offset=abc` must not reach the database as it is (an overflow there is a 500)."""
+    try:
+        number = int(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+    return min(max(number, low), high)

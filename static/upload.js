@@ -2,10 +2,16 @@
 // normally. The CSRF token travels in the x-csrftoken header, so the server can refuse a request
 // before reading any file bytes.
 //
-// Forms that also carry data-resumable (the patient's case page) send every file larger than
-// data-chunk-size in chunks (core/documents/resumable.py): a dropped connection costs one chunk;
-// the upload waits and goes on from where the server says it stands, and choosing the same file
-// again after a reload resumes it too. Smaller files go together in one ordinary request.
+// Forms that also carry data-resumable send every file larger than data-chunk-size in chunks
+// (core/documents/resumable.py): a dropped connection costs one chunk; the upload waits and goes
+// on from where the server says it stands, and choosing the same file again after a reload
+// resumes it too. Then the smaller files go together in one ordinary request, which also names
+// the finished chunked uploads (done_uploads), so that its answer sums up every file.
+//
+// That answer is HTML from the server. Inside an element marked data-upload-region (the page
+// behind a provider upload link) it takes the region's place: the thank-you with the number of
+// files received. Otherwise it names the page to open next (a link marked data-upload-next: the
+// patient's case page, with the new list, the status and anything left out of a ZIP).
 (function () {
   "use strict";
   var RETRY_LIMIT = 12; // about five minutes of waiting, with the delays below
@@ -36,7 +42,11 @@
         });
       }
       request.addEventListener("load", function () {
-        resolve({ status: request.status, text: request.responseText });
+        resolve({
+          status: request.status,
+          text: request.responseText,
+          type: request.getResponseHeader("content-type") || ""
+        });
       });
       request.addEventListener("error", function () {
         reject(new Error("network"));
@@ -94,19 +104,33 @@
       say("Uploading…");
 
       var work = Promise.resolve();
-      if (small.length) work = work.then(function () { return sendTogether(small); });
+      var doneUploads = []; // chunked uploads the server finished, named in the last request
       large.forEach(function (file) {
-        work = work.then(function () { return sendInChunks(file); });
+        work = work.then(function () {
+          return sendInChunks(file).then(function (upload) { doneUploads.push(upload); });
+        });
       });
+      work = work.then(function () { return sendTogether(small, doneUploads); });
       work.then(
-        function () {
+        function (answer) {
+          say("Uploaded.");
+          var region = form.closest("[data-upload-region]");
+          var html = /text\/html/.test(answer.type) ? answer.text : "";
+          if (region && html) {
+            showInstead(region, html);
+            return;
+          }
           say("Uploaded. Updating the list…");
-          var next = form.getAttribute("data-upload-done") ||
-            window.location.pathname + "?notice=records-uploaded";
-          if (window.location.pathname + window.location.search === next) {
+          var holder = document.createElement("div");
+          holder.innerHTML = html;
+          var link = holder.querySelector("a[data-upload-next]");
+          var next = link ? link.getAttribute("href") :
+            window.location.pathname + "?notice=records-uploaded#records";
+          var here = window.location.pathname + window.location.search;
+          if (here === next.split("#")[0]) {
             window.location.reload(); // assigning the same URL would only move to its #fragment
           } else {
-            window.location.assign(next + "#records");
+            window.location.assign(next);
           }
         },
         function (error) {
@@ -116,11 +140,23 @@
         }
       );
 
-      function sendTogether(chosen) {
+      // The server's answer replaces the region (the form's card); focus moves to its result.
+      function showInstead(region, html) {
+        var holder = document.createElement("div");
+        holder.innerHTML = html;
+        var fresh = holder.querySelector("[data-upload-region]") || holder;
+        region.parentNode.replaceChild(fresh, region);
+        Array.prototype.forEach.call(fresh.querySelectorAll("form[data-upload]"), enhance);
+        var result = fresh.querySelector("[data-upload-result]");
+        if (result) result.focus();
+      }
+
+      function sendTogether(chosen, uploads) {
         var data = new FormData();
         new FormData(form).forEach(function (value, name) {
           if (name !== "file") data.append(name, value);
         });
+        if (uploads.length) data.append("done_uploads", uploads.join(","));
         chosen.forEach(function (file) { data.append("file", file, file.name); });
         var size = chosen.reduce(function (sum, f) { return sum + f.size; }, 0);
         return send("POST", form.action, token, data, function (loaded) {
@@ -131,8 +167,11 @@
               throw new Refused(answer.text || "The upload did not work. Please try again.");
             }
             finished += size;
+            return answer;
           },
           function () {
+            // Only the summary of finished chunked uploads was lost: those files are stored.
+            if (!chosen.length) return { status: 200, text: "", type: "" };
             throw new Refused("The connection was lost. Nothing was stored; please try again.");
           }
         );
@@ -237,7 +276,7 @@
               });
             }).then(step);
           }
-          return step(upload);
+          return Promise.resolve(step(upload)).then(function () { return upload.upload; });
         });
       }
     });

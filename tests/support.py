@@ -120,8 +120,11 @@ async def sign_in(client: AsyncClient, person: Person) -> None:
 async def read_mail(settings: Settings) -> list[email.message.EmailMessage]:
     """Deliver what is due from the outbox (to var/mail/) and return every message so far.
 
-    The app's own worker may hold a claim on a message for a moment: wait until none is pending.
+    Runs the worker's jobs first (queued password resets become emails). The app's own worker
+    may hold a claim on a message for a moment: wait until none is pending.
     """
+    while await accounts.send_password_resets():
+        pass
     for _ in range(100):
         await notifications.deliver_due(settings)
         if not await OutboxMessage.exists().where(OutboxMessage.status == PENDING):

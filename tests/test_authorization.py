@@ -108,6 +108,8 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/requests/{uid:str}/{step:str}"): owner_only(400, anonymous=401),
     ("POST", "/requests/{uid:str}/{step:str}/autosave"): owner_only(200, anonymous=401),
     ("POST", "/requests/{uid:str}/submit"): owner_only(400, anonymous=401),
+    # Cancelling asks first: the confirmation page; an empty form (no confirm) is sent there.
+    ("GET", "/requests/{uid:str}/cancel"): owner_only(200),
     ("POST", "/requests/{uid:str}/cancel"): owner_only(303, anonymous=401),
     ("GET", "/cases/{uid:str}"): owner_only(200),
     # Records: the owner, coordinators, admins and the assigned doctor read them; any other
@@ -291,7 +293,7 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
         chunks=_chunks(b"%PDF-1.7\n" + b"x" * 2048),
         uploader=people["patient"].user,
     )
-    link, _ = await links.create_link(people["patient"].user, case, ip=None)
+    link, token = await links.create_link(people["patient"].user, case, ip=None)
     upload = await resumable.start(
         running_app.state.records, case, filename="scan.pdf", size=2048, uploader=None
     )
@@ -316,6 +318,7 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
         "document": str(document.uid),
         "link": str(link.uid),
         "upload": str(upload.uid),
+        "token": token,  # a live provider link, for tests that need to reach its handlers
     }
     clients: dict = {"_ids": ids}
     for name in VISITORS:

@@ -196,6 +196,35 @@ async def test_patient_files_a_request_for_their_child(client: AsyncClient) -> N
     assert cases.answers_of(await cases.get_case(uid)).values["diagnosis"] == "Eczema"
 
 
+async def test_every_page_writes_dates_the_same_way(client: AsyncClient) -> None:
+    """Issue 10, item 8: the review step said 2018-03-02 where every other page says 2 Mar 2018
+    (one filter, `day`, in core/web.py)."""
+    await sign_in(client, await make_person("patient", "dates@example.com"))
+    uid = await start(client)
+    await fill_all_steps(client, uid, child=True)
+    review = (await client.get(f"/requests/{uid}/review")).text
+    assert "<dd>2 Mar 2018</dd>" in review and "2018-03-02" not in review
+    assert "10 Jan 2025" in review  # an intake date, written by the form's own display
+    assert (await post_form(client, f"/requests/{uid}/submit")).status_code == 303
+    page = (await client.get(f"/cases/{uid}")).text
+    assert "born 2 Mar 2018" in page and "2018-03-02" not in page
+
+
+def test_the_date_filter() -> None:
+    from datetime import UTC, date, datetime
+    from zoneinfo import ZoneInfo
+
+    from core.web import format_date
+
+    karachi = ZoneInfo("Asia/Karachi")
+    assert format_date(date(2026, 11, 16), karachi) == "16 Nov 2026"
+    assert format_date(date(2026, 11, 16), karachi, weekday=True) == "Mon 16 Nov 2026"
+    assert format_date("2016-04-12", karachi) == "12 Apr 2016"
+    assert format_date(datetime(2026, 11, 15, 20, 0, tzinfo=UTC), karachi) == "16 Nov 2026"
+    assert format_date("not a date", karachi) == "not a date"
+    assert format_date(None, karachi) == format_date("", karachi) == ""
+
+
 async def test_bad_input_is_explained_and_kept(client: AsyncClient) -> None:
     await sign_in(client, await make_person("patient", "typo@example.com"))
     uid = await start(client)
@@ -326,7 +355,9 @@ async def test_another_patient_cannot_see_edit_or_submit(client: AsyncClient, ru
         assert (await other.get(f"/requests/{uid}/intake")).status_code == 404
         assert (await post_form(other, f"/requests/{uid}/intake", GOOD_INTAKE)).status_code == 404
         assert (await post_form(other, f"/requests/{uid}/submit")).status_code == 404
-        assert (await post_form(other, f"/requests/{uid}/cancel")).status_code == 404
+        assert (
+            await post_form(other, f"/requests/{uid}/cancel", {"confirm": "yes"})
+        ).status_code == 404
         assert "Eczema" not in (await other.get("/dashboard")).text
     assert (await cases.get_case(uid)).status == "draft"
     denied = await AuditEvent.count().where(AuditEvent.action == "access.denied")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -74,6 +75,12 @@ async def new_case(client: httpx.AsyncClient, email: str, slug: str = "general")
     return person, response.headers["location"].split("/")[2]
 
 
+def text_of(html: str) -> str:
+    """What a person reads: the words, without tags or runs of spaces."""
+    words = " ".join(re.sub(r"<[^>]+>", " ", html).replace("&#39;", "'").split())
+    return re.sub(r" (?=[.,:;?!)])", "", words)
+
+
 def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
@@ -84,7 +91,7 @@ async def test_upload_is_sealed_and_downloads_bit_identical(client, settings) ->
         client, uid, "../../etc/Report <b>.pdf", PDF, checklist_item="clinic_letters"
     )
     assert response.status_code == 303, response.text
-    assert response.headers["location"] == f"/cases/{uid}?notice=records-uploaded"
+    assert response.headers["location"] == f"/cases/{uid}?notice=records-uploaded#records"
 
     [doc] = await Document.objects()
     assert doc.status == "complete" and doc.kind == "pdf" and doc.size == len(PDF)
@@ -270,6 +277,58 @@ async def test_zipped_study_is_unpacked_and_summarised(client, settings) -> None
     pdf = next(d for d in docs if d.kind == "pdf")
     got = await client.get(f"/cases/{uid}/documents/{pdf.uid}")
     assert got.content == PDF[:4096]
+
+
+async def test_files_left_out_of_a_zip_are_listed(client) -> None:
+    """Issue 10, item 6: what a ZIP held that could not be kept is listed, with the reason, after
+    the upload and on the case page (not "1 file(s) uploaded")."""
+    _, uid = await new_case(client, "left-out@example.com")
+    members = {"letter.pdf": PDF[:4096], "tools/autorun.exe": b"MZ" + b"\0" * 1000}
+    response = await upload(client, uid, "records.zip", zipped(members))
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/cases/{uid}?notice=records-left-out#records"
+    page = (await client.get(response.headers["location"])).text
+    records = text_of(page.split('id="records"', 1)[1].split("</section>", 1)[0])
+    assert "we could not keep some of the files in your ZIP" in records
+    assert "From records.zip" in records and "we kept 1 file, and left out 1" in records
+    assert "autorun.exe — Programs cannot be uploaded." in records
+    assert "could not keep" not in text_of(page.split('id="records"', 1)[0])  # said in place
+
+    # upload.js gets HTML (a block of the case page) that says it too and names the next page.
+    body, content_type = multipart([("file", ("more.zip", zipped(members), "application/zip"))])
+    answer = await client.post(
+        f"/cases/{uid}/documents/",
+        content=body,
+        headers={
+            "content-type": content_type,
+            "x-csrftoken": csrf_token(client),
+            "x-upload-client": "1",
+        },
+    )
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    said = text_of(answer.text)
+    assert "1 file uploaded and stored encrypted." in said
+    assert "We could not keep 1 file from your ZIP: autorun.exe — Programs cannot be uploaded." in (
+        said
+    )
+    assert f'href="/cases/{uid}?notice=records-left-out#records" data-upload-next' in answer.text
+    page = (await client.get(f"/cases/{uid}")).text
+    assert page.count("autorun.exe — Programs cannot be uploaded.") == 2  # one line per ZIP
+
+
+async def test_a_script_upload_answers_with_the_page_to_open(client) -> None:
+    _, uid = await new_case(client, "script-upload@example.com")
+    body, content_type = multipart(
+        [("file", ("a.pdf", PDF[:4096], "application/pdf")), ("file", ("b.pdf", PDF, "x/y"))]
+    )
+    headers = {"content-type": content_type, "x-csrftoken": csrf_token(client)}
+    answer = await client.post(
+        f"/cases/{uid}/documents/", content=body, headers={**headers, "x-upload-client": "1"}
+    )
+    assert answer.status_code == 200
+    assert "2 files uploaded and stored encrypted." in text_of(answer.text)
+    assert f'href="/cases/{uid}?notice=records-uploaded#records" data-upload-next' in answer.text
+    assert "<html" not in answer.text  # a fragment, not a page
 
 
 async def test_zip_bomb_is_refused_and_leaves_nothing(tmp_path, database_url) -> None:

@@ -60,6 +60,21 @@ async def staff_client(app, role: str = "coordinator") -> AsyncClient:
     return client
 
 
+def text_of(html: str) -> str:
+    """What a person reads: the words, without tags or runs of spaces."""
+    words = " ".join(re.sub(r"<[^>]+>", " ", html).replace("&#39;", "'").split())
+    return re.sub(r" (?=[.,:;?!)])", "", words)
+
+
+def part_of(html: str, start: str, end: str = "</section>") -> str:
+    """The page from `start` (e.g. 'id="payment"') to the next `end`."""
+    return html.split(start, 1)[1].split(end, 1)[0]
+
+
+def status_box(html: str) -> str:
+    return text_of(part_of(html, 'id="case-status"', "</div>"))
+
+
 async def pay_with_sandbox(client: AsyncClient, case, outcome: str = "succeed") -> str:
     response = await post_form(client, f"/cases/{case.uid}/payments/", {"provider": "sandbox"})
     assert response.status_code == 303, response.text[:2000]
@@ -180,7 +195,8 @@ async def test_sandbox_payment_then_records_makes_the_case_received(running_app,
         # Paid first: the page says exactly what is still missing, and the case waits.
         assert "To start the review we still need" in page
         assert "The doctor&#39;s letter" in page or "The doctor's letter" in page
-        assert "Photos" not in page.split("we still need")[1].split("</ul>")[0]  # only required
+        needed = part_of(page, 'id="payment"').split("we still need")[1].split("</ul>")[0]
+        assert "Photos" not in needed  # only required
         assert (await cases.get_case(str(case.uid))).status == "submitted"
 
         await add_letter(running_app, case)
@@ -196,7 +212,7 @@ async def test_sandbox_payment_then_records_makes_the_case_received(running_app,
         assert stored.due_on == expected
         page = (await client.get(f"/cases/{case.uid}")).text
         assert "Received for review" in page
-        assert stored.due_on.strftime("%-d %B %Y") in page
+        assert stored.due_on.strftime("%a %-d %b %Y") in page  # "Mon 16 Nov 2026"
     subjects = [m["subject"] for m in await read_mail(settings)]
     assert f"Your request {case.reference} is received for review" in subjects
     assert f"Payment received for your request {case.reference}" in subjects
@@ -463,6 +479,7 @@ def test_the_receipt_renderer_loads_nothing_but_data_uris() -> None:
         pdf = receipts.html_to_pdf(html)  # refused references are left out, never an error
     finally:
         server.shutdown()
+        server.server_close()  # else its socket is reported unclosed in a later test
     assert hits == []  # nothing reached the network
     reader = PdfReader(BytesIO(pdf))
     text = "".join(page.extract_text() for page in reader.pages)
@@ -579,7 +596,7 @@ async def test_patients_cannot_record_payments_or_decline(running_app) -> None:
         assert await Payment.count() == 0
 
 
-async def test_cancelling_a_paid_case_refunds_it(running_app) -> None:
+async def test_cancelling_a_paid_case_asks_first_then_refunds_it(running_app) -> None:
     client, person = await patient_client(running_app)
     async with aclosing(client):
         case = await submitted_case(client)
@@ -588,8 +605,24 @@ async def test_cancelling_a_paid_case_refunds_it(running_app) -> None:
         await pay_with_sandbox(client, case)  # paid; the letter is still missing
         page = (await client.get(f"/cases/{case.uid}")).text
         # Said before the patient confirms: cancelling gives the money back.
-        assert "Cancel and get a refund of PKR 4,500" in page
-        response = await post_form(client, f"/requests/{case.uid}/cancel")
+        assert "Cancel and get a refund of PKR 4,500" in text_of(page)
+        # The button only leads to the question (a link: no JavaScript needed), never cancels.
+        confirm_url = f"/requests/{case.uid}/cancel"
+        assert f'href="{confirm_url}"' in page
+        assert f'action="{confirm_url}"' not in page
+        asked = await client.get(confirm_url)
+        assert asked.status_code == 200
+        question = text_of(asked.text)
+        assert f"Cancel request {case.reference}?" in question
+        assert "We refund the whole fee you paid, PKR 4,500." in question
+        assert "No, keep my request" in question
+        assert 'name="confirm" value="yes"' in asked.text
+        # A post without the confirmation (an old page, a stray click) is sent to the question.
+        response = await post_form(client, confirm_url)
+        assert response.status_code == 303 and response.headers["location"] == confirm_url
+        assert (await cases.get_case(str(case.uid))).status == "submitted"
+        assert await Payment.count().where(Payment.status == "succeeded") == 1
+        response = await post_form(client, confirm_url, {"confirm": "yes"})
         assert response.status_code == 303
         assert "request-cancelled" in response.headers["location"]
         assert (await cases.get_case(str(case.uid))).status == "cancelled"
@@ -601,6 +634,181 @@ async def test_cancelling_a_paid_case_refunds_it(running_app) -> None:
     assert kinds == ["charge", "refund"]
     refund = await AuditEvent.objects().where(AuditEvent.action == "payment.refund").first()
     assert refund.outcome == "success" and refund.actor_uid == str(person.user.uid)
+
+
+async def test_a_draft_is_cancelled_from_the_same_question(running_app) -> None:
+    client, _ = await patient_client(running_app)
+    async with aclosing(client):
+        response = await post_form(client, "/requests/new", {"specialty": "checkup"})
+        uid = response.headers["location"].split("/")[2]
+        asked = await client.get(f"/requests/{uid}/cancel")
+        assert asked.status_code == 200 and "Yes, cancel this request" in asked.text
+        assert "refund" not in asked.text.lower()
+        done = await post_form(client, f"/requests/{uid}/cancel", {"confirm": "yes"})
+        assert done.headers["location"] == "/dashboard?notice=request-cancelled"
+        # Cancelled: nothing left to ask.
+        again = await client.get(f"/requests/{uid}/cancel")
+        assert again.headers["location"] == f"/cases/{uid}?notice=cannot-cancel"
+
+
+# What the case page says ------------------------------------------------------------------------
+
+
+async def test_the_status_says_what_is_still_missing(running_app) -> None:
+    """Issue 10, item 1: paid but no records is not "upload your records and pay the fee"."""
+    client, _ = await patient_client(running_app)
+    async with aclosing(client):
+        case = await submitted_case(client)
+        status = status_box((await client.get(f"/cases/{case.uid}")).text)
+        assert "The doctor's letter" in status and "PKR 4,500" in status
+        assert "Photos" not in status  # recommended, not required
+
+        await pay_with_sandbox(client, case)
+        page = (await client.get(f"/cases/{case.uid}")).text
+        status = status_box(page)
+        assert "We have your payment" in status
+        assert "we still need your records: The doctor's letter" in status
+        assert "pay" not in status.replace("payment", "").lower()
+        assert 'href="#records">Upload your records</a>' in part_of(page, 'id="case-status"')
+
+        other = await submitted_case(client)
+        await add_letter(running_app, other)
+        page = (await client.get(f"/cases/{other.uid}")).text
+        status = status_box(page)
+        assert "We have your records. To start, please pay the fee of PKR 4,500." in status
+        assert "letter" not in status
+        assert 'href="#payment">Pay PKR 4,500</a>' in part_of(page, 'id="case-status"')
+
+
+async def test_payment_notices_show_in_the_payment_section(running_app, monkeypatch) -> None:
+    """Issue 10, item 2: back from a declined or abandoned checkout at #payment, the notice is
+    there (at the top of the payment section), not at the top of the page, out of view."""
+    client, _ = await patient_client(running_app)
+    async with aclosing(client):
+        case = await submitted_case(client)
+        for outcome, words in (
+            ("fail", "The payment did not go through"),
+            ("abandon", "The payment was not completed"),
+        ):
+            back = await pay_with_sandbox(client, case, outcome)
+            assert back.endswith("#payment"), back
+            page = (await client.get(back)).text
+            before_payment, payment = page.split('id="payment"', 1)
+            assert words not in before_payment, outcome
+            heading_then_notice = payment.split("</h2>", 1)[1].split("<form", 1)[0]
+            assert words in heading_then_notice, outcome
+        # A provider's own way back (Stripe's success and cancel URLs) lands there too.
+        from core.payments.builtin import SandboxProvider
+
+        asked: list[Checkout] = []
+        original = SandboxProvider.start_checkout
+
+        async def spy(self, checkout: Checkout) -> CheckoutStarted:
+            asked.append(checkout)
+            return await original(self, checkout)
+
+        monkeypatch.setattr(SandboxProvider, "start_checkout", spy)
+        other = await submitted_case(client)
+        await post_form(client, f"/cases/{other.uid}/payments/", {"provider": "sandbox"})
+        [checkout] = asked
+        assert checkout.success_url.endswith("?notice=payment-returned#payment")
+        assert checkout.cancel_url.endswith("?notice=payment-abandoned#payment")
+        page = (await client.get(f"/cases/{case.uid}?notice=payment-returned")).text
+        assert "as soon as the payment service confirms" in part_of(page, 'id="payment"')
+        assert "as soon as the payment service confirms" not in page.split('id="payment"')[0]
+
+
+async def test_the_timeline_lists_payments_uploads_and_refunds(running_app) -> None:
+    """Issue 10, item 5: what happened to the money and the records is on the timeline, in plain
+    words, written in the same transaction as the change."""
+    client, _ = await patient_client(running_app)
+    async with aclosing(client):
+        case = await submitted_case(client)
+        await pay_with_sandbox(client, case, "fail")
+        await pay_with_sandbox(client, case, "expire")
+        await pay_with_sandbox(client, case, "succeed")
+        await add_letter(running_app, case, checklist_item="photos")
+        await add_letter(running_app, case, checklist_item="photos")
+        timeline = text_of(
+            part_of((await client.get(f"/cases/{case.uid}")).text, "What has happened")
+        )
+        for line in (
+            "Request submitted",
+            "Payment failed. Nothing was charged.",
+            "Payment not completed. Nothing was charged.",
+            "Payment received: PKR 4,500",
+            "Records added: 2 files",  # two uploads in a row are one line
+        ):
+            assert line in timeline, (line, timeline)
+        assert timeline.index("Payment failed") < timeline.index("Payment received")
+        assert "letter.pdf" not in timeline  # no file names: they can say what the illness is
+
+        response = await post_form(client, f"/requests/{case.uid}/cancel", {"confirm": "yes"})
+        assert response.status_code == 303
+        timeline = text_of(
+            part_of((await client.get(f"/cases/{case.uid}")).text, "What has happened")
+        )
+        assert "Request cancelled" in timeline and "Refunded: PKR 4,500" in timeline
+    actions = [e.action for e in await CaseEvent.objects().where(CaseEvent.case == case.id)]
+    assert actions.count("records_added") == 2
+    assert actions.count("payment") == 1 and actions.count("refund") == 1
+
+
+async def test_refunds_to_pay_by_hand_are_on_the_timeline(running_app) -> None:
+    client, _ = await patient_client(running_app)
+    coordinator = await staff_client(running_app)
+    async with aclosing(client), aclosing(coordinator):
+        case = await submitted_case(client)
+        await add_letter(running_app, case)
+        paid = {"amount": "4,500", "currency": "PKR", "method": "Cash desk", "reference": "C-1"}
+        response = await post_form(coordinator, f"/staff/cases/{case.uid}/payments", paid)
+        assert response.status_code == 303
+        reason = {"reason": "We cannot review this kind of case."}
+        assert (
+            await post_form(coordinator, f"/staff/cases/{case.uid}/decline", reason)
+        ).status_code == 303
+        payment = await Payment.objects().where(Payment.case == case.id).first()
+        url = f"/staff/cases/{case.uid}/payments/{payment.uid}/refunded"
+        response = await post_form(coordinator, url, {"refund_reference": "CASH-BACK-1"})
+        assert response.status_code == 303
+        timeline = text_of(
+            part_of((await client.get(f"/cases/{case.uid}")).text, "What has happened")
+        )
+    assert "Payment received: PKR 4,500" in timeline
+    assert "Refund of PKR 4,500 to be paid back by our staff." in timeline
+    assert timeline.index("to be paid back") < timeline.index("Refunded: PKR 4,500")
+
+
+async def test_each_page_and_specialty_has_one_name(running_app) -> None:
+    """Issue 10, item 9: the menu says what the page's heading says ("My work" led to "My
+    queue"), and a specialty has the one name its plugin gives it ("Checkup" in the queue,
+    "Check-up second opinion" elsewhere)."""
+    client, _ = await patient_client(running_app)
+    async with aclosing(client):
+        case = await submitted_case(client)
+        await add_letter(running_app, case)
+        await pay_with_sandbox(client, case)
+    assert (await cases.get_case(str(case.uid))).status == "received"
+
+    def menu_and_heading(html: str, path: str) -> tuple[str, str]:
+        menu = re.search(rf'<a href="{re.escape(path)}">([^<]+)</a>', html)
+        heading = re.search(r"<h1[^>]*>(.*?)</h1>", html, re.S)
+        assert menu and heading
+        return menu.group(1).strip(), text_of(heading.group(1))
+
+    for role in ("patient", "doctor", "coordinator", "admin"):
+        person = await patient_client(running_app) if role == "patient" else None
+        browser = person[0] if person else await staff_client(running_app, role)
+        async with aclosing(browser):
+            label, heading = menu_and_heading((await browser.get("/dashboard")).text, "/dashboard")
+            assert label == heading, role
+            if role in ("coordinator", "admin"):
+                queue = (await browser.get("/staff/cases")).text
+                assert menu_and_heading(queue, "/staff/cases") == ("Cases", "Cases")
+                assert "Check-up second opinion" in queue and "Checkup" not in queue
+            if role == "coordinator":
+                dashboard = (await browser.get("/dashboard")).text
+                assert "Check-up second opinion" in dashboard
 
 
 # The turnaround clock ---------------------------------------------------------------------------

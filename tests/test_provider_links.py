@@ -27,7 +27,7 @@ from core.documents.provider_routes import ROUTES as PROVIDER_ROUTES
 from core.documents.tables import Document, ProviderLink
 from tests.conftest import open_client
 from tests.support import csrf_token, make_person, post_form, sign_in
-from tests.test_documents import multipart
+from tests.test_documents import multipart, text_of, zipped
 
 PDF = b"%PDF-1.7\n" + b"provider letter\n" * 500 + b"%%EOF\n"
 PATIENT_NAME = "Farah Canary-Holder"
@@ -141,8 +141,19 @@ async def test_provider_sends_records_through_a_link(client, running_app, settin
         for secret in (PATIENT_NAME, SUBJECT_NAME, INTAKE_ANSWER):
             assert secret not in sent.text
 
+        # upload.js gets the same thank-you as HTML (a block of the page) to put in place of
+        # the form, not a sentence that ends on a generic banner above the same form.
         quiet = await provider_upload(provider, token, "scan.pdf", script=True)
-        assert quiet.status_code == 200 and quiet.text == "1 file(s) uploaded"
+        assert quiet.status_code == 200 and quiet.headers["content-type"].startswith("text/html")
+        said = text_of(quiet.text)
+        assert said.startswith("Thank you — your files were received")
+        assert f"1 file received for request {case.reference}." in said
+        assert "1 more time" in said
+        assert "data-upload-region" in quiet.text and "<form" not in quiet.text
+        assert "<html" not in quiet.text and NO_REFERRER_META not in quiet.text  # a fragment
+        assert quiet.headers["referrer-policy"] == "no-referrer"
+        for secret in (PATIENT_NAME, SUBJECT_NAME, INTAKE_ANSWER):
+            assert secret not in quiet.text
 
     docs = await Document.objects().order_by(Document.id)
     assert [d.source for d in docs] == ["provider", "provider"]
@@ -160,6 +171,9 @@ async def test_provider_sends_records_through_a_link(client, running_app, settin
     revoked = await post_form(client, f"/cases/{case.uid}/links/{link.uid}/revoke")
     assert revoked.status_code == 303
     assert revoked.headers["location"] == f"/cases/{case.uid}?notice=link-revoked#links"
+    back = (await client.get(revoked.headers["location"])).text  # said where the eye lands
+    assert "The link is revoked" in back.split('id="links"', 1)[1].split("</section>", 1)[0]
+    assert "The link is revoked" not in back.split('id="links"', 1)[0]
     async with open_client(running_app) as provider:
         assert (await provider.get(f"/upload/{token}")).status_code == 404
 
@@ -174,6 +188,39 @@ async def test_provider_sends_records_through_a_link(client, running_app, settin
     everything = json.dumps([row.to_dict() for row in rows], default=str)
     assert token not in everything and link.token_hash not in everything
     assert "Dr Aslam" not in everything  # the note is the patient's free text: not audited
+
+
+async def test_the_thank_you_counts_the_files_and_lists_what_was_left_out(
+    client, running_app
+) -> None:
+    """Issue 10, items 4 and 6: with or without JavaScript, the provider reads how many files
+    arrived, and which files of a ZIP were not kept, and why."""
+    _, case = await patient_case(client, running_app, "links-count@example.com")
+    token = await make_link(client, case)
+    archive = zipped({"a.pdf": PDF, "b.pdf": PDF, "setup.exe": b"MZ" + b"\0" * 500})
+    async with open_client(running_app) as provider:
+        await provider.get(f"/upload/{token}")
+        for script in (False, True):
+            fields: list = [("_csrf_token", csrf_token(provider))]
+            fields += [("file", ("letter.pdf", PDF, "application/pdf"))]
+            fields += [("file", ("cd.zip", archive, "application/zip"))]
+            body, content_type = multipart(fields)
+            headers = {"content-type": content_type}
+            if script:
+                headers |= {"x-csrftoken": csrf_token(provider), "x-upload-client": "1"}
+            sent = await provider.post(f"/upload/{token}", content=body, headers=headers)
+            assert sent.status_code == 200, sent.text
+            said = text_of(main_of(sent.text) if not script else sent.text)
+            assert "Thank you — your files were received" in said, script
+            assert f"3 files received for request {case.reference}." in said, script
+            assert "We could not keep this file from the ZIP: setup.exe — Programs cannot" in said
+    # The patient's timeline says what arrived through the link (item 5), without file names.
+    page = (await client.get(f"/cases/{case.uid}")).text
+    timeline = text_of(page.split("What has happened", 1)[1].split("</section>", 1)[0])
+    sent = "Records sent by a doctor through an upload link"
+    assert timeline.count(f"{sent}: 1 file ") == 2, timeline
+    assert timeline.count(f"{sent}: 2 files from a ZIP (1 file left out)") == 2, timeline
+    assert "letter.pdf" not in timeline and "setup.exe" not in timeline
 
 
 async def test_every_dead_link_gets_the_same_page(client, running_app) -> None:

@@ -312,6 +312,69 @@ async def test_provider_sends_a_large_file_through_the_link(small_chunks) -> Non
     assert link.uses == 1
 
 
+async def test_the_last_request_sums_up_the_files_sent_in_pieces(small_chunks) -> None:
+    """upload.js sends large files in pieces, then the rest with the finished pieced uploads
+    named, so the provider's thank-you (HTML) counts every file, even when a large file took the
+    link's last use; the patient's answer counts them too."""
+    from tests.test_documents import multipart, text_of
+
+    app, _, client = small_chunks
+    person, uid = await new_case(client, "provider-summary@example.com")
+    case = await cases.get_own_case(person.user, uid)
+    _, token = await links.create_link(person.user, case, max_uses=1, ip=None)
+    async with open_client(app) as provider:
+        await provider.get(f"/upload/{token}")
+        base = f"/upload/{token}/uploads"
+        data = {"filename": "study.pdf", "size": str(len(DATA))}
+        upload = (await provider.post(base, data=data, headers=headers(provider))).json()["upload"]
+        for number in range(4):
+            answer = await provider.put(
+                f"{base}/{upload}/chunks/{number}", content=piece(number), headers=headers(provider)
+            )
+        assert answer.json()["status"] == "done"
+        body, content_type = multipart([("done_uploads", upload)])
+        summary = await provider.post(
+            f"/upload/{token}",
+            content=body,
+            headers={"content-type": content_type, **headers(provider)},
+        )
+        assert summary.status_code == 200, summary.text
+        said = text_of(summary.text)
+        assert "Thank you — your files were received" in said
+        assert f"1 file received for request {case.reference}." in said
+        assert "This link has now been used up." in said
+        # Naming uploads is no way round a used-up link: a file is still refused.
+        body, content_type = multipart(
+            [("done_uploads", upload), ("file", ("more.pdf", DATA[:5000], "application/pdf"))]
+        )
+        more = await provider.post(
+            f"/upload/{token}",
+            content=body,
+            headers={"content-type": content_type, **headers(provider)},
+        )
+        assert more.status_code == 404
+    assert await Document.count() == 1
+
+    # The patient: a large file in pieces and a small one, summed up in one answer.
+    mine = (await start(client, uid, len(DATA))).json()["upload"]
+    for number in range(4):
+        await put(client, uid, mine, number, piece(number))
+    body, content_type = multipart(
+        [
+            ("done_uploads", f"{mine},{upload},not-an-id"),
+            ("file", ("small.pdf", DATA[:5000], "x/y")),
+        ]
+    )
+    answer = await client.post(
+        f"/cases/{uid}/documents/",
+        content=body,
+        headers={"content-type": content_type, **headers(client)},
+    )
+    assert answer.status_code == 200, answer.text
+    # Only the patient's own uploads count (not the link's, nor a made-up id).
+    assert "2 files uploaded and stored encrypted." in text_of(answer.text)
+
+
 async def test_case_page_lists_unfinished_uploads(small_chunks) -> None:
     _, _, client = small_chunks
     _, uid = await new_case(client, "unfinished@example.com")

@@ -233,12 +233,28 @@ class RequestController(Controller):
             return await self._render_step(request, case, "review", 400)
         return redirect(f"/cases/{case.uid}", "request-submitted")
 
-    @post("/{uid:str}/cancel")
-    async def cancel(self, request: Request, uid: FromPath[str]) -> Redirect:
-        """Cancel a draft, or a submitted request not yet received: what was paid is refunded."""
+    @get("/{uid:str}/cancel")
+    async def confirm_cancel(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        """Say what cancelling means (and what is refunded) before anything is cancelled."""
         from core.payments import service as payments  # payments builds on cases
 
         case = await own_case(request, uid)
+        if case.status not in states.TRANSITIONS["cancel"].sources:
+            return redirect(f"/cases/{case.uid}", "cannot-cancel")
+        specialty = request.app.state.plugins.specialty(case.specialty)
+        return page(
+            request, "cases/cancel.html", case=case, payment=await payments.summary(case, specialty)
+        )
+
+    @post("/{uid:str}/cancel")
+    async def cancel(self, request: Request, uid: FromPath[str]) -> Redirect:
+        """Cancel a draft, or a submitted request not yet received: what was paid is refunded.
+        Only from the confirmation page (`confirm=yes`); anything else is sent there first."""
+        from core.payments import service as payments  # payments builds on cases
+
+        case = await own_case(request, uid)
+        if (await request.form()).get("confirm") != "yes":
+            return redirect(f"/requests/{case.uid}/cancel")
         try:
             await payments.cancel_request(case, request.user, ip=client_ip(request))
         except cases.TransitionRefused:
@@ -282,21 +298,25 @@ async def case_page(
     from core.payments import service as payments
 
     specialty = request.app.state.plugins.specialty(case.specialty)
+    payment = await payments.summary(case, specialty)
     return page(
         request,
         "cases/case.html",
         status_code,
         case=case,
         specialty=specialty,
-        status=states.PATIENT_STATUS[case.status],
+        status=cases.patient_status(
+            case, paid=payment.paid is not None, missing=payment.missing, fee=payment.fee_display
+        ),
         events=await cases.timeline(case),
         answers=cases.answers_of(case),
         questions=cases.questions_of(case),
         documents=documents.record_lines(await documents.documents_of(case)),
+        left_out=await documents.archives_with_left_out(case),
         can_upload=documents.may_add_records(request.user, case),
         unfinished=await resumable.unfinished(case),
         links=await provider_links.links_of(case),
-        payment=await payments.summary(case, specialty),
+        payment=payment,
         payment_error=payment_error,
     )
 

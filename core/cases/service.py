@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from core import db
@@ -93,8 +94,72 @@ async def cases_in(statuses: tuple[str, ...] | list[str]) -> list[Case]:
     )
 
 
+# Uploads write one timeline entry per file (in the transaction that stores it); the timeline
+# shows a run of them as one line: "Records added: 5 files".
+FILE_EVENTS = {
+    "records_added": "Records added",
+    "records_sent": "Records sent by a doctor through an upload link",
+}
+MERGE_WITHIN = timedelta(minutes=30)
+
+
+def files_text(count: int) -> str:
+    return f"{count:,} file{'' if count == 1 else 's'}"
+
+
 async def timeline(case: Case) -> list[CaseEvent]:
-    return await CaseEvent.objects().where(CaseEvent.case == case.id).order_by(CaseEvent.at)
+    """The case's timeline, oldest first; a run of uploads by the same person is one line."""
+    events = await CaseEvent.objects().where(CaseEvent.case == case.id).order_by(CaseEvent.at)
+    lines: list[CaseEvent] = []
+    count = 0
+    for event in events:
+        last = lines[-1] if lines else None
+        if (
+            last is not None
+            and event.action in FILE_EVENTS
+            and event.action == last.action
+            and event.actor == last.actor
+            and event.at - last.at <= MERGE_WITHIN
+        ):
+            count += 1
+            last.note = f"{FILE_EVENTS[event.action]}: {files_text(count)}"
+            continue
+        count = 1
+        lines.append(event)
+    return lines
+
+
+@dataclass(frozen=True)
+class PatientStatus:
+    """What the patient's case page says about where the case stands, and the one next step."""
+
+    label: str  # "Submitted"
+    text: str  # what is still needed, or what happens next
+    action: str = ""  # the next step as a link text ("Upload your records"), if any
+    href: str = ""  # where it goes ("#records")
+
+
+def patient_status(
+    case: Case, *, paid: bool = False, missing: Sequence[str] = (), fee: str = ""
+) -> PatientStatus:
+    """The status line for the patient. A submitted case says what is still missing: the
+    required records (by name), the payment, or both."""
+    label, text = states.PATIENT_STATUS[case.status]
+    if case.status != states.SUBMITTED:
+        return PatientStatus(label, text)
+    records = "; ".join(missing)
+    the_fee = f"the fee of {fee}" if fee else "the fee"
+    if paid and missing:
+        text = f"We have your payment. To start, we still need your records: {records}."
+        return PatientStatus(label, text, "Upload your records", "#records")
+    if paid:
+        text = "We have your payment and your records. We are getting your case ready."
+        return PatientStatus(label, text)
+    if missing:
+        text = f"To start, we still need your records ({records}) and {the_fee}."
+        return PatientStatus(label, text, "Upload your records", "#records")
+    text = f"We have your records. To start, please pay {the_fee}."
+    return PatientStatus(label, text, f"Pay {fee}" if fee else "Pay the fee", "#payment")
 
 
 def draft_of(case: Case) -> dict[str, Any]:
@@ -379,6 +444,15 @@ async def _event(
             to_status=target,
             note=note,
         )
+    )
+
+
+async def note_event(case_id: int, action: str, note: str, actor: User | None = None) -> None:
+    """A timeline entry for a step that leaves the state as it is (a payment, a refund, an
+    upload). Call it inside the transaction of the change it describes; `note` is the service's
+    own plain sentence, never free text, never anything medical."""
+    await CaseEvent.insert(
+        CaseEvent(case=case_id, actor=actor.id if actor else None, action=action, note=note)
     )
 
 

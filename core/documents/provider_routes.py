@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
@@ -22,8 +23,15 @@ from core.cases import service as cases
 from core.cases.tables import Case
 from core.documents import links, resumable
 from core.documents import service as documents
-from core.documents.routes import MAX_FILES_PER_REQUEST, MultipartStream, csrf_matches
-from core.documents.tables import ProviderLink, UploadSession
+from core.documents.routes import (
+    DONE_UPLOADS_FIELD,
+    MAX_FILES_PER_REQUEST,
+    MultipartStream,
+    csrf_matches,
+    done_uploads,
+    script_client,
+)
+from core.documents.tables import Document, ProviderLink, UploadSession
 from core.security import PATIENT, record_denied, role_guard
 from core.web import client_ip, form_data, page
 
@@ -36,10 +44,6 @@ def _with_headers(response: Response) -> Response:
     for name, value in TOKEN_PAGE_HEADERS.items():
         response.headers[name] = value
     return response
-
-
-def _script_client(request: Request) -> bool:
-    return bool(request.headers.get("hx-request") or request.headers.get("x-upload-client"))
 
 
 # The patient: making and revoking links ---------------------------------------------------------
@@ -120,11 +124,20 @@ class ProviderLinkController(Controller):
 
 def _invalid(request: Request) -> Response:
     """The one answer for every link that does not work, whatever the reason."""
-    if _script_client(request):
+    if script_client(request):
         response = Response(INVALID_TEXT, status_code=404, media_type="text/plain")
     else:
         response = page(request, "documents/provider_upload.html", 404, state="invalid")
     return _with_headers(response)
+
+
+def _link_context(link: ProviderLink, case: Case, token: str) -> dict[str, Any]:
+    return {
+        "reference": case.reference,
+        "expires_at": link.expires_at,
+        "remaining": max(link.max_uses - link.uses, 0),
+        "action": f"/upload/{token}",
+    }
 
 
 def _provider_page(
@@ -140,10 +153,7 @@ def _provider_page(
         "documents/provider_upload.html",
         status,
         state=context.pop("state", "form"),
-        reference=case.reference,
-        expires_at=link.expires_at,
-        remaining=max(link.max_uses - link.uses, 0),
-        action=f"/upload/{token}",
+        **_link_context(link, case, token),
         **context,
     )
     return _with_headers(response)
@@ -170,6 +180,11 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
     if header_token and not csrf_matches(request, header_token):
         raise PermissionDeniedException("CSRF token verification failed")
     found = await links.resolve(token)
+    # A link whose last use a large file took (in pieces) still answers the summary of that
+    # upload (upload.js names the finished pieced uploads); it takes no more files.
+    used_up = found is None
+    if used_up:
+        found = await links.resolve(token, uses_left=False)
     if found is None:
         return _invalid(request)
     link, case = found
@@ -180,19 +195,22 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
     specialty = request.app.state.plugins.specialty(case.specialty)
     form = MultipartStream(request)
     checked = bool(header_token)
-    used, stored = False, 0
+    used, finished = False, []
+    stored: list[Document] = []
     try:
         while (part := await form.next_part()) is not None:
             if part.name == "_csrf_token":
                 checked = csrf_matches(request, await form.text())
             if not checked:  # no file byte is read before the token is verified
                 raise PermissionDeniedException("CSRF token verification failed")
-            if part.name == "file" and part.filename:
+            if part.name == DONE_UPLOADS_FIELD:
+                finished = await done_uploads(form)
+            elif part.name == "file" and part.filename:
                 if not used:  # one use per request, taken before the first byte is stored
                     if not await links.use(link, ip=ip):
                         return _invalid(request)
                     used = True
-                await documents.store_upload(
+                doc = await documents.store_upload(
                     records,
                     case,
                     filename=part.filename,
@@ -204,14 +222,15 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
                     specialty=specialty,
                     ip=ip,
                 )
-                stored += 1
+                stored.append(doc)
     except documents.UploadRefused as refused:
         if used and not stored:
             await links.release(link, ip=ip)
         message = refused.message
         if stored:
-            message += f" The {stored} file(s) before it were received."
-        if _script_client(request):
+            kept = documents.upload_result(stored).files
+            message += f" We received the {cases.files_text(kept)} before it."
+        if script_client(request):
             return _with_headers(
                 Response(message, status_code=refused.status, media_type="text/plain")
             )
@@ -220,16 +239,24 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
         if used and not stored:
             await links.release(link, ip=ip)
         raise
+    stored += await resumable.finished_documents(case, finished, provider_link_id=link.id)
     if not stored:
+        if used_up:
+            return _invalid(request)
         message = "Please choose a file to send."
-        if _script_client(request):
+        if script_client(request):
             return _with_headers(Response(message, status_code=400, media_type="text/plain"))
         return _provider_page(request, link, case, token, 400, error=message)
-    if _script_client(request):
+    result = documents.upload_result(stored)
+    if script_client(request):  # upload.js puts this in place of the form
         return _with_headers(
-            Response(f"{stored} file(s) uploaded", status_code=200, media_type="text/plain")
+            HTMXBlockTemplate(
+                template_name="documents/provider_upload.html",
+                block_name="done",
+                context={**_link_context(link, case, token), "result": result},
+            )
         )
-    return _provider_page(request, link, case, token, state="done", stored=stored)
+    return _provider_page(request, link, case, token, state="done", result=result)
 
 
 # Resumable uploads behind a link (see core/documents/resumable.py and static/upload.js): the

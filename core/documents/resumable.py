@@ -205,6 +205,31 @@ async def get_session(
     return session
 
 
+async def finished_documents(
+    case: Case,
+    uids: list[str],
+    *,
+    uploader: User | None = None,
+    provider_link_id: int | None = None,
+) -> list[Document]:
+    """The documents that these finished uploads of the case stored, each sent by `uploader` or
+    through the link (to sum up one upload of several files); any other upload is left out."""
+    docs: list[Document] = []
+    for uid in dict.fromkeys(uids):
+        try:
+            session = await get_session(case, uid, provider_link_id=provider_link_id)
+        except SessionNotFound:
+            continue
+        if session.status != DONE or session.document is None:
+            continue
+        if provider_link_id is None and (uploader is None or session.uploaded_by != uploader.id):
+            continue
+        doc = await Document.objects().where(Document.id == session.document).first()
+        if doc is not None:
+            docs.append(doc)
+    return docs
+
+
 async def put_chunk(
     records: service.Records,
     session: UploadSession,

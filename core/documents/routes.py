@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from hashlib import sha256
 from typing import Any
 
+from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
@@ -31,6 +32,20 @@ from core.security import PATIENT, SANDBOX_CSP, record_denied, role_guard, signe
 from core.web import client_ip, form_data, page, redirect
 
 MAX_FILES_PER_REQUEST = 50
+# upload.js sends large files in pieces first, then the rest in one request that names the
+# finished pieced uploads ("done_uploads", comma-separated), so its answer sums up every file.
+DONE_UPLOADS_FIELD = "done_uploads"
+MAX_DONE_UPLOADS_CHARS = 40_000
+
+
+async def done_uploads(form: MultipartStream) -> list[str]:
+    text = await form.text(MAX_DONE_UPLOADS_CHARS)
+    return [uid.strip() for uid in text.split(",") if uid.strip()]
+
+
+def script_client(request: Request) -> bool:
+    """upload.js (or htmx) sent this: it gets a fragment, not a page or a redirect."""
+    return bool(request.headers.get("hx-request") or request.headers.get("x-upload-client"))
 
 
 def csrf_matches(request: Request, token: str) -> bool:
@@ -118,7 +133,9 @@ class DocumentController(Controller):
     guards = [signed_in]
 
     @post("/", opt={"exclude_from_csrf": True}, request_max_body_size=None)
-    async def upload(self, request: Request, uid: FromPath[str]) -> Response | Redirect:
+    async def upload(
+        self, request: Request, uid: FromPath[str]
+    ) -> Response | Redirect | HTMXBlockTemplate:
         records: documents.Records = request.app.state.records
         header_token = request.headers.get("x-csrftoken", "")
         if header_token and not csrf_matches(request, header_token):
@@ -129,7 +146,8 @@ class DocumentController(Controller):
             raise documents.UploadRefused(413, "This upload is too large.")
         form = MultipartStream(request)
         checked = bool(header_token)
-        checklist_item, stored = None, 0
+        checklist_item, finished = None, []
+        stored: list[Document] = []
         specialty = request.app.state.plugins.specialty(case.specialty)
         while (part := await form.next_part()) is not None:
             if part.name == "_csrf_token":
@@ -140,8 +158,10 @@ class DocumentController(Controller):
                 value = (await form.text(100)).strip()
                 keys = {d.key for d in specialty.required_documents} if specialty else set()
                 checklist_item = value if value in keys else None
+            elif part.name == DONE_UPLOADS_FIELD:
+                finished = await done_uploads(form)
             elif part.name == "file" and part.filename:
-                await documents.store_upload(
+                doc = await documents.store_upload(
                     records,
                     case,
                     filename=part.filename,
@@ -152,12 +172,23 @@ class DocumentController(Controller):
                     specialty=specialty,
                     ip=client_ip(request),
                 )
-                stored += 1
+                stored.append(doc)
+        stored += await resumable.finished_documents(case, finished, uploader=request.user)
         if not stored:
             raise ShownError(detail="Please choose a file to upload.")
-        if request.headers.get("hx-request") or request.headers.get("x-upload-client"):
-            return Response(f"{stored} file(s) uploaded", media_type="text/plain")
-        return redirect(f"/cases/{case.uid}", "records-uploaded")
+        result = documents.upload_result(stored)
+        notice = "records-left-out" if result.left_out else "records-uploaded"
+        if script_client(request):
+            return HTMXBlockTemplate(
+                template_name="cases/case.html",
+                block_name="upload_result",
+                context={
+                    "case": case,
+                    "result": result,
+                    "next_url": f"/cases/{case.uid}?notice={notice}#records",
+                },
+            )
+        return redirect(f"/cases/{case.uid}", notice)
 
     @get("/{doc:str}")
     async def download(self, request: Request, uid: FromPath[str], doc: FromPath[str]) -> Stream:

@@ -12,7 +12,7 @@ import base64
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from core import db
 from core.accounts.tables import User
 from core.audit import service as audit
+from core.cases import service as cases
 from core.cases.states import SUBMITTED, accepts_records
 from core.cases.tables import Case
 from core.documents.archive import ArchiveError, iter_zip
@@ -200,6 +201,60 @@ def describe_line(
     return plugins.describe_records(specialty, [facts_of(doc) for doc in line.documents])
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A file inside an uploaded ZIP that was not kept, and why (plain words)."""
+
+    name: str
+    reason: str
+
+
+@dataclass
+class ArchiveOutcome:
+    """What became of one uploaded ZIP: how many of its files were kept, which were not."""
+
+    name: str
+    added_at: datetime
+    kept: int
+    left_out: list[LeftOut]
+
+
+def archive_outcome(doc: Document) -> ArchiveOutcome:
+    facts = json.loads(doc.facts or "{}") if isinstance(doc.facts, str) else (doc.facts or {})
+    left_out = [LeftOut(str(item[0]), str(item[1])) for item in facts.get("left_out", [])]
+    return ArchiveOutcome(doc.display_name, doc.created_at, int(facts.get("kept", 0)), left_out)
+
+
+@dataclass
+class UploadResult:
+    """What one upload (one form, however many files) left on the case."""
+
+    files: int  # files kept; a ZIP counts the files unpacked from it
+    left_out: list[LeftOut]
+
+
+def upload_result(docs: Sequence[Document]) -> UploadResult:
+    files, left_out = 0, []
+    for doc in docs:
+        if doc.kind == "zip":
+            outcome = archive_outcome(doc)
+            files += outcome.kept
+            left_out += outcome.left_out
+        else:
+            files += 1
+    return UploadResult(files, left_out)
+
+
+async def archives_with_left_out(case: Case) -> list[ArchiveOutcome]:
+    """The case's ZIPs from which some files were not kept, oldest first (the case page)."""
+    archives = (
+        await Document.objects()
+        .where((Document.case == case.id) & (Document.status == EXPANDED))
+        .order_by(Document.created_at)
+    )
+    return [outcome for doc in archives if (outcome := archive_outcome(doc)).left_out]
+
+
 def previewable(doc: Document) -> bool:
     """Whether the browser may show this record in our page. Decided by the type sniffed at
     upload, never by the file's name."""
@@ -333,6 +388,10 @@ async def store_upload(
                 Document.completed_at: now(),
             }
         ).where(Document.id == doc.id)
+        if parent_id is None and doc.kind != "zip":  # a ZIP's entry is written once unpacked
+            action = _file_event(source)
+            note = f"{cases.FILE_EVENTS[action]}: {cases.files_text(1)}"
+            await cases.note_event(case.id, action, note, actor=uploader)
         await audit.record(
             "document.upload",
             actor=uploader,
@@ -365,6 +424,11 @@ async def store_upload(
     return doc
 
 
+def _file_event(source: str) -> str:
+    """The timeline's action for files from the patient, or from a doctor through a link."""
+    return "records_sent" if source == "provider" else "records_added"
+
+
 async def _expand(records: Records, case: Case, archive: Document, **upload: Any) -> None:
     """Unpack a stored ZIP into documents of their own, each sniffed, sealed and inspected.
 
@@ -378,6 +442,7 @@ async def _expand(records: Records, case: Case, archive: Document, **upload: Any
     limits = ZipLimits(max_total_bytes=records.settings.max_file_bytes)
     children: list[Document] = []
     skipped: list[str] = []
+    left_out: list[tuple[str, str]] = []
     try:
         entries = await asyncio.to_thread(lambda: list(iter_zip(reader, limits)))
         # Counted out of the quota from here on: the entries take the archive's place.
@@ -396,6 +461,7 @@ async def _expand(records: Records, case: Case, archive: Document, **upload: Any
                 children.append(child)
             except UploadRefused as refused:
                 skipped.append(f"{display_name(entry.path)}: {refused.message}")
+                left_out.append((display_name(entry.path), refused.message))
             finally:
                 await asyncio.to_thread(stream.close)
     except ArchiveError as refused:
@@ -407,9 +473,20 @@ async def _expand(records: Records, case: Case, archive: Document, **upload: Any
     finally:
         await asyncio.to_thread(reader.close)
     await records.store.delete(archive.storage_key)  # its content now lives in the entries
-    await Document.update(
-        {Document.flags: json.dumps([f"{len(children)} files unpacked", *skipped])}
-    ).where(Document.id == archive.id)
+    # What was kept and what was left out, for the patient (facts) and staff (flags).
+    archive.facts = json.dumps({"kept": len(children), "left_out": left_out})
+    action = _file_event(upload["source"])
+    note = f"{cases.FILE_EVENTS[action]}: {cases.files_text(len(children))} from a ZIP"
+    if left_out:
+        note += f" ({cases.files_text(len(left_out))} left out)"
+    async with db.transaction():
+        await Document.update(
+            {
+                Document.flags: json.dumps([f"{len(children)} files unpacked", *skipped]),
+                Document.facts: archive.facts,
+            }
+        ).where(Document.id == archive.id)
+        await cases.note_event(case.id, f"zip_{action}", note, actor=upload["uploader"])
 
 
 async def _read_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:

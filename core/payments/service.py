@@ -447,8 +447,8 @@ async def start_payment(case: Case, patient: User, provider_name: str, *, ip: st
         amount_minor=payment.amount_minor,
         currency=payment.currency,
         idempotency_key=payment.idempotency_key,
-        success_url=f"{back}?notice=payment-returned",
-        cancel_url=f"{back}?notice=payment-abandoned",
+        success_url=f"{back}?notice=payment-returned#payment",
+        cancel_url=f"{back}?notice=payment-abandoned#payment",
         customer_email=patient.email,
     )
     try:
@@ -547,6 +547,7 @@ async def _fail_attempt(payment: Payment, message: str) -> None:
         )
         if changed:
             await _ledger(payment, "failure", note=message)
+            await _timeline(payment, "payment_failed", "Payment failed. Nothing was charged.")
 
 
 async def _ledger(payment: Payment, kind: str, *, note: str = "", key: str | None = None) -> bool:
@@ -646,6 +647,12 @@ async def apply_event(chosen: PaymentProvider, event: PaymentEvent) -> bool:
             if not await _advance(payment, status, message=message):
                 return False
             await _ledger(payment, "failure", note=message)
+            if status == FAILED:
+                await _timeline(payment, "payment_failed", "Payment failed. Nothing was charged.")
+            else:
+                await _timeline(
+                    payment, "payment_not_completed", "Payment not completed. Nothing was charged."
+                )
             return True
     await settled.follow_up(payment, None, None)
     return settled.applied
@@ -751,6 +758,12 @@ async def _settle(
     if paid_before or case.status != states.SUBMITTED:
         why = "paid already" if paid_before else case.status
         await _advance(payment, REFUND_DUE, message=f"Arrived when the case was {why}: refunded.")
+        await _timeline(
+            payment,
+            "payment",
+            f"Payment received: {_amount(payment)}. It was not needed, so it will be refunded.",
+            actor,
+        )
         await _audit(
             "payment.surplus",
             payment,
@@ -767,6 +780,7 @@ async def _settle(
         return _Settled(applied=True, case=case, surplus=True)
     # Before the audit row: its chain lock is always taken last (after case and payment rows).
     closed = await _cancel_open_attempts(case, "Not needed: the fee was paid another way.")
+    await _timeline(payment, "payment", f"Payment received: {_amount(payment)}", actor)
     await _audit(
         "payment.succeeded",
         payment,
@@ -803,6 +817,7 @@ async def _mark_refunded(payment: Payment, event: PaymentEvent) -> bool:
     if not await _advance(payment, REFUNDED):
         return False
     await _ledger(payment, "refund", note=event.charge_ref)
+    await _timeline(payment, "refund", f"Refunded: {_amount(payment)}")
     return True
 
 
@@ -813,6 +828,7 @@ async def _refund_without_payment_notice(payment: Payment, event: PaymentEvent) 
     if not await _advance(payment, REFUNDED, message="Refunded by the payment service.", **values):
         return False
     await _ledger(payment, "refund", note=event.charge_ref)
+    await _timeline(payment, "refund", f"Refunded: {_amount(payment)}")
     await _audit(
         "payment.refund_unmatched",
         payment,
@@ -853,6 +869,16 @@ async def _close_checkouts(closed: list[Payment]) -> None:
             log.exception(
                 "closing the %s checkout of payment %s failed", payment.provider, payment.uid
             )
+
+
+async def _timeline(payment: Payment, action: str, note: str, actor: User | None = None) -> None:
+    """The patient's timeline entry about this payment, in the caller's transaction (before its
+    audit row: the audit chain's lock is always taken last)."""
+    await cases.note_event(payment.case, action, note, actor=actor)
+
+
+def _amount(payment: Payment) -> str:
+    return money(payment.amount_minor, payment.currency)
 
 
 async def _audit(action: str, payment: Payment, case: Case | None, **fields: Any) -> None:
@@ -1061,7 +1087,8 @@ async def _refund(payment: Payment, case: Case, staff: User | None, *, ip: str |
         result = await chosen.refund(request)
     except ProviderError as error:
         async with db.transaction():
-            await _refund_due(payment, error.message)
+            if await _refund_due(payment, error.message):
+                await _timeline(payment, "refund", _staff_refund_note(payment), staff)
             await _audit(
                 "payment.refund",
                 payment,
@@ -1076,11 +1103,15 @@ async def _refund(payment: Payment, case: Case, staff: User | None, *, ip: str |
         if result.status == "refunded":
             if await _advance(payment, REFUNDED, message=""):
                 await _ledger(payment, "refund", note=result.reference)
+                await _timeline(payment, "refund", f"Refunded: {_amount(payment)}", staff)
         elif result.status == "pending":
             if await _advance(payment, REFUND_PENDING, message=""):
                 await _ledger(payment, "refund_pending", note=result.reference)
+                note = f"Refund of {_amount(payment)} sent. It can take a few days to reach you."
+                await _timeline(payment, "refund", note, staff)
         else:
-            await _refund_due(payment, "To be paid back by our staff.")
+            if await _refund_due(payment, "To be paid back by our staff."):
+                await _timeline(payment, "refund", _staff_refund_note(payment), staff)
             await _ledger(payment, "manual_refund")
         await _audit(
             "payment.refund",
@@ -1093,12 +1124,19 @@ async def _refund(payment: Payment, case: Case, staff: User | None, *, ip: str |
     return payment
 
 
-async def _refund_due(payment: Payment, message: str) -> None:
-    """Refund due (paid, or due already): staff retry it or pay it back by hand."""
-    if not await _advance(payment, REFUND_DUE, message=message):
-        await Payment.update({Payment.message: message, Payment.updated_at: now()}).where(
-            (Payment.id == payment.id) & (Payment.status == REFUND_DUE)
-        )
+async def _refund_due(payment: Payment, message: str) -> bool:
+    """Refund due (paid, or due already): staff retry it or pay it back by hand. True when the
+    payment was not waiting for staff before."""
+    if await _advance(payment, REFUND_DUE, message=message):
+        return True
+    await Payment.update({Payment.message: message, Payment.updated_at: now()}).where(
+        (Payment.id == payment.id) & (Payment.status == REFUND_DUE)
+    )
+    return False
+
+
+def _staff_refund_note(payment: Payment) -> str:
+    return f"Refund of {_amount(payment)} to be paid back by our staff."
 
 
 async def mark_refunded_by_hand(
@@ -1116,6 +1154,7 @@ async def mark_refunded_by_hand(
     async with db.transaction():
         if await _advance(payment, REFUNDED, message=""):
             await _ledger(payment, "refund", note=reference)
+            await _timeline(payment, "refund", f"Refunded: {_amount(payment)}", staff)
         await _audit(
             "payment.refund_by_hand",
             payment,

@@ -66,6 +66,21 @@ async def _submitted_case(email: str) -> str:
     return str(case.uid)
 
 
+# How many lines of `element` the first occurrence of `text` in it runs over.
+LINES_OF_TEXT = """([selector, text]) => {
+  const walker = document.createTreeWalker(document.querySelector(selector), NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const at = node.data.indexOf(text);
+    if (at < 0) continue;
+    const range = document.createRange();
+    range.setStart(node, at);
+    range.setEnd(node, at + text.length);
+    return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+  }
+  return 0;
+}"""
+
+
 def test_patient_pays_downloads_the_receipt_and_the_case_is_received(
     server: LiveServer, smtp: SmtpServer, page: Page, tmp_path: Path
 ) -> None:
@@ -77,6 +92,10 @@ def test_patient_pays_downloads_the_receipt_and_the_case_is_received(
 
     sign_in(page, server, email)
     page.goto(f"{server.url}/cases/{uid}")
+    # On a phone the heading wraps, but never inside the reference ("SO-" / "2026-00001").
+    reference = page.locator("main h1").inner_text().split()[-1]
+    assert reference.startswith("SO-")
+    assert page.evaluate(LINES_OF_TEXT, ["main h1", reference]) == 1
     payment = page.locator("#payment")
     expect(payment).to_contain_text("The fee for this second opinion is PKR 4,500")
 
