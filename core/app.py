@@ -15,7 +15,6 @@ from litestar.logging import LoggingConfig
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.static_files import create_static_files_router
 from litestar.stores.base import Store
 from litestar.stores.file import FileStore
 from litestar.stores.memory import MemoryStore
@@ -24,6 +23,7 @@ from litestar.template.config import TemplateConfig
 
 from core import db, runtime
 from core.accounts import passwords
+from core.accounts import service as accounts
 from core.errors import exception_handlers, render_error
 from core.plugins import PluginHost
 from core.security import (
@@ -33,6 +33,7 @@ from core.security import (
     session_config,
 )
 from core.settings import Settings, load_settings
+from core.static_files import static_files_router
 from core.web import install_template_helpers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,7 @@ def _template_config(settings: Settings, plugins: PluginHost) -> TemplateConfig:
     loaders = [FileSystemLoader(str(TEMPLATES)), *plugins.template_loaders()]
     # Built by hand, so autoescape must be set explicitly (SECURITY.md 10).
     environment = Environment(loader=ChoiceLoader(loaders), autoescape=True)
-    install_template_helpers(environment, settings)
+    install_template_helpers(environment, settings, plugins.specialty)
     return TemplateConfig(engine=JinjaTemplateEngine.from_environment(environment))
 
 
@@ -87,7 +88,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     passwords.configure_concurrency(settings.password_hash_concurrency)
     plugins = PluginHost.load(settings)
     runtime.configure_plugins(plugins)
-    worker = OutboxWorker(settings)
+    # Reset requests are resolved off the request: its timing must not reveal an account.
+    worker = OutboxWorker(settings, jobs=[accounts.send_password_resets])
     records = Records.open(settings)
 
     @asynccontextmanager
@@ -110,7 +112,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await db.close_pool()
 
     static_routers = [
-        create_static_files_router(path="/static", directories=[STATIC], name="static"),
+        static_files_router("/static", STATIC, "static"),
         *plugins.static_routers(),
     ]
 

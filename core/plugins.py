@@ -16,12 +16,12 @@ from typing import BinaryIO
 
 import pluggy
 from jinja2 import BaseLoader, FileSystemLoader
-from litestar.static_files import create_static_files_router
 
 from core import hookspecs
 from core.payments.providers import PaymentProvider
 from core.settings import Settings
 from core.specialty import Assets, DocumentFacts, RecordsDetail, Specialty
+from core.static_files import static_files_router
 
 log = logging.getLogger("consilium.plugins")
 
@@ -140,9 +140,7 @@ class PluginHost:
 
     def static_routers(self) -> list:
         return [
-            create_static_files_router(
-                path=f"/static/plugins/{a.name}", directories=[a.static], name=f"static-{a.name}"
-            )
+            static_files_router(f"/static/plugins/{a.name}", a.static, f"static-{a.name}")
             for a in self.assets()
             if a.static
         ]

@@ -22,6 +22,7 @@ from litestar import Litestar
 
 from core import db
 from core.notifications import service, tables
+from core.notifications import worker as worker_module
 from core.notifications.service import claim_due, deliver_due, enqueue
 from core.notifications.tables import OutboxMessage
 from core.notifications.worker import OutboxWorker
@@ -399,6 +400,7 @@ async def test_worker_stops_even_when_a_library_swallows_the_cancellation(
         return 0
 
     monkeypatch.setattr(service, "deliver_due", swallowing_deliver_due)
+    monkeypatch.setattr(worker_module, "STOP_GRACE_SECONDS", 0.1)
     worker = OutboxWorker(settings)
     await worker.start()
     await asyncio.wait_for(inside.wait(), 5)
@@ -406,9 +408,37 @@ async def test_worker_stops_even_when_a_library_swallows_the_cancellation(
         await worker.stop()
 
 
-async def test_stopping_the_worker_does_not_swallow_its_callers_cancellation(
-    settings: Settings,
+async def test_stopping_lets_the_pass_in_hand_finish(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A task cancelled inside a database call leaves the driver's thread to report to a loop
+    # that may be closed by then: stop() asks first and cancels only after a grace period.
+    inside, finished = asyncio.Event(), asyncio.Event()
+
+    async def slow_deliver_due(*args: object, **kwargs: object) -> int:
+        inside.set()
+        await asyncio.sleep(0.3)
+        finished.set()
+        return 0
+
+    monkeypatch.setattr(service, "deliver_due", slow_deliver_due)
+    worker = OutboxWorker(settings)
+    await worker.start()
+    await asyncio.wait_for(inside.wait(), 5)
+    await worker.stop()
+    assert finished.is_set()
+
+
+async def test_stopping_the_worker_does_not_swallow_its_callers_cancellation(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def idle_deliver_due(*args: object, **kwargs: object) -> int:
+        # No database call to cut short: a cancelled query's driver thread would outlive the
+        # test's event loop.
+        await asyncio.sleep(0.5)
+        return 0
+
+    monkeypatch.setattr(service, "deliver_due", idle_deliver_due)
     worker = OutboxWorker(settings)
     await worker.start()
 

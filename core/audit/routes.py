@@ -17,8 +17,11 @@ from litestar.response import Template
 from core import runtime
 from core.audit import service
 from core.security import ADMIN, role_guard
+from core.web import bounded_int
 
 PAGE_SIZE = 50
+# 20,000 pages back; further than that, filter by date.
+MAX_OFFSET = 1_000_000
 FILTER_NAMES = ("from", "to", "email", "action", "subject")
 ACTION_FILTER_RE = re.compile(r"^[a-z0-9_.]{1,64}$")
 MAX_EMAIL_CHARS = 320
@@ -71,10 +74,7 @@ def _parse_subject(value: str, query: dict[str, Any], errors: dict[str, str]) ->
 
 
 def _parse_offset(value: str | None) -> int:
-    try:
-        return max(0, int(value or 0))
-    except ValueError:
-        return 0
+    return bounded_int(value, default=0, low=0, high=MAX_OFFSET)
 
 
 def format_local(at: datetime, zone: ZoneInfo) -> str:

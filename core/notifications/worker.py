@@ -1,5 +1,8 @@
 """The in-process outbox worker: `deliver_due` every `outbox_poll_seconds`, or when woken.
 
+Before sending it runs its `jobs`: work taken off a request so that the request's answer (and
+its timing) stays the same whatever the job finds, e.g. resolving password reset requests.
+
 Several app processes may each run one: claims are leased rows (SKIP LOCKED on PostgreSQL, an
 IMMEDIATE transaction on SQLite), so a message is never sent by two of them.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from core.notifications import service
 from core.settings import Settings
@@ -15,11 +19,17 @@ from core.settings import Settings
 log = logging.getLogger("consilium.notifications")
 
 BATCH = 20
+# How long stop() lets a pass in hand finish before cancelling it.
+STOP_GRACE_SECONDS = 5.0
+
+# A job handles up to `limit` items and returns how many it handled.
+Job = Callable[[int], Awaitable[int]]
 
 
 class OutboxWorker:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, jobs: Sequence[Job] = ()) -> None:
         self._settings = settings
+        self._jobs = tuple(jobs)
         self._worker_id = service.new_worker_id()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -40,11 +50,21 @@ class OutboxWorker:
         task, self._task = self._task, None
         if task is None:
             return
-        # Safe at any point: a message claimed but not yet recorded is retried once its lease
-        # expires. The flag backs up the cancel: on Python 3.11 a library's wait_for racing its
-        # own timeout can swallow a cancellation, and the loop would then run on forever.
+        # First ask: the loop ends after the pass in hand. A task cancelled inside a database
+        # call leaves the driver's thread to report to an event loop that may be closed by
+        # then ("Event loop is closed" in that thread).
         self._stopping = True
         self._wakeup.set()
+        try:
+            done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+        except asyncio.CancelledError:
+            task.cancel()  # our caller is cancelled: do not leave the worker running
+            raise
+        if done:
+            return
+        # Then cancel: safe at any point, as a message claimed but not yet recorded is retried
+        # once its lease expires. The flag backs up the cancel: on Python 3.11 a library's
+        # wait_for racing its own timeout can swallow a cancellation, and the loop would run on.
         task.cancel()
         try:
             await task
@@ -76,7 +96,14 @@ class OutboxWorker:
                 await self._sleep(self._settings.outbox_poll_seconds)
 
     async def _drain(self) -> None:
-        """Send until a pass finds less than a full batch; never let an error end the loop."""
+        """Run the jobs, then send until a pass finds less than a full batch; never let an
+        error end the loop (or a failing job stop the mail)."""
+        for job in self._jobs:
+            try:
+                while await job(BATCH) >= BATCH:
+                    pass
+            except Exception as exc:
+                log.error("outbox job failed: %s", type(exc).__name__)
         try:
             while True:
                 sent = await service.deliver_due(
