@@ -6,12 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.config.allowed_hosts import AllowedHostsConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.logging import LoggingConfig
+from litestar.middleware import ASGIMiddleware
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -20,18 +22,17 @@ from litestar.stores.file import FileStore
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
 from litestar.template.config import TemplateConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from core import db, runtime
+from core import context, db
 from core.accounts import passwords
 from core.accounts import service as accounts
-from core.errors import exception_handlers, render_error
+from core.context import AppContext
+from core.error_pages import exception_handlers, render_error
+from core.events import Events
+from core.keys import derive_key
 from core.plugins import PluginHost
-from core.security import (
-    CurrentUserMiddleware,
-    derive_key,
-    security_headers,
-    session_config,
-)
+from core.security import CurrentUserMiddleware, security_headers, session_config
 from core.settings import Settings, load_settings
 from core.static_files import static_files_router
 from core.web import install_template_helpers
@@ -59,24 +60,77 @@ def _stores(settings: Settings) -> dict[str, Store]:
 
 def _template_config(settings: Settings, plugins: PluginHost) -> TemplateConfig:
     loaders = [FileSystemLoader(str(TEMPLATES)), *plugins.template_loaders()]
-    # Built by hand, so autoescape must be set explicitly (SECURITY.md 10).
+    # Built by hand, so autoescape must be set explicitly (docs/security.md 10).
     environment = Environment(loader=ChoiceLoader(loaders), autoescape=True)
     install_template_helpers(environment, settings, plugins.specialty)
+    _install_domain_helpers(environment)
     return TemplateConfig(engine=JinjaTemplateEngine.from_environment(environment))
+
+
+def _install_domain_helpers(environment: Environment) -> None:
+    """What templates use from the domains: money as people read it, record previews, what a
+    specialty plugin says about a record line."""
+    from core.cases.service import flags_of
+    from core.documents.kinds import kinds_text
+    from core.documents.service import describe_line, previewable, record_notes
+    from core.payments.service import money
+
+    environment.globals["case_flags"] = flags_of  # what a page may show or offer for a case
+    environment.globals["money"] = money
+    environment.globals["kinds_text"] = kinds_text  # what a specialty's upload box takes
+    environment.globals["previewable"] = previewable
+    environment.globals["record_notes"] = record_notes
+
+    def record_detail(request: Request, case: Any, line: Any) -> Any:
+        return describe_line(request.app.state.plugins, case, line, request.user)
+
+    environment.globals["record_detail"] = record_detail
 
 
 def _is_throttled(request) -> bool:
     return request.method == "POST" and request.url.path.startswith(THROTTLED_PATHS)
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def build_context(settings: Settings, plugins: PluginHost | None = None) -> AppContext:
+    """Everything services need from the running app: for create_app, a CLI command or a test.
+
+    The domains subscribe to each other's facts here (core/events.py), in this order.
+    """
+    from core.cases import reception
+    from core.documents.service import Records
+    from core.payments import service as payments
+
+    events = Events()
+    reception.subscribe(events)  # paid, records changed → received?
+    payments.subscribe(events)  # submitted → fix the fee; closed early → refund
+    return AppContext(
+        settings=settings,
+        plugins=plugins or PluginHost.load(settings),
+        events=events,
+        open_records=lambda: Records.open(settings),
+    )
+
+
+class ContextMiddleware(ASGIMiddleware):
+    """Makes the app's context current while it handles a request (core/context.py)."""
+
+    def __init__(self, app_context: AppContext) -> None:
+        self.app_context = app_context
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        with context.use(self.app_context):
+            await next_app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, plugins: PluginHost | None = None) -> Litestar:
+    """The app for `settings` (from the environment when None), with `plugins` (the installed
+    ones when None: tests pass their own)."""
     from core.accounts.routes import ROUTES as ACCOUNT_ROUTES
+    from core.admin.audit import ROUTES as AUDIT_ROUTES
     from core.admin.routes import ROUTES as ADMIN_ROUTES
-    from core.audit.routes import ROUTES as AUDIT_ROUTES
-    from core.cases.routes import ROUTES as CASE_ROUTES
     from core.documents.provider_routes import ROUTES as PROVIDER_ROUTES
     from core.documents.routes import ROUTES as DOCUMENT_ROUTES
-    from core.documents.service import Records, UploadRefused
+    from core.documents.service import UploadRefused
     from core.documents.storage import S3Store
     from core.notifications.worker import OutboxWorker
     from core.pages import ROUTES as PAGE_ROUTES
@@ -86,30 +140,34 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     db.configure_database(settings)
     passwords.configure_concurrency(settings.password_hash_concurrency)
-    plugins = PluginHost.load(settings)
-    runtime.configure_plugins(plugins)
+    app_context = build_context(settings, plugins)
+    plugins, records = app_context.plugins, app_context.records
     # Reset requests are resolved off the request: its timing must not reveal an account.
     worker = OutboxWorker(settings, jobs=[accounts.send_password_resets])
-    records = Records.open(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if isinstance(records.store, S3Store):
-            # A new deployment's bucket is created here (a no-op when it exists); wrong S3
-            # settings stop the start instead of failing the first patient's upload.
-            try:
-                await records.store.ensure_bucket()
-            except BaseException:
-                await records.store.aclose()
-                raise
-        await db.start_pool(settings)
-        await worker.start()
+        # The worker's task, started here, inherits the context.
+        token = context.activate(app_context)
         try:
-            yield
+            if isinstance(records.store, S3Store):
+                # A new deployment's bucket is created here (a no-op when it exists); wrong S3
+                # settings stop the start instead of failing the first patient's upload.
+                try:
+                    await records.store.ensure_bucket()
+                except BaseException:
+                    await records.store.aclose()
+                    raise
+            await db.start_pool(settings)
+            await worker.start()
+            try:
+                yield
+            finally:
+                await worker.stop()
+                await records.store.aclose()
+                await db.close_pool()
         finally:
-            await worker.stop()
-            await records.store.aclose()
-            await db.close_pool()
+            context.deactivate(token)
 
     static_routers = [
         static_files_router("/static", STATIC, "static"),
@@ -122,7 +180,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *ACCOUNT_ROUTES,
             *ADMIN_ROUTES,
             *AUDIT_ROUTES,
-            *CASE_ROUTES,
             *DOCUMENT_ROUTES,
             *PROVIDER_ROUTES,
             *PAYMENT_ROUTES,
@@ -134,13 +191,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[HTMXPlugin()],
         stores=_stores(settings),
         middleware=[
+            ContextMiddleware(app_context),
             session_config(settings).middleware,
             RateLimitConfig(
                 rate_limit=("minute", settings.login_rate_per_minute),
                 check_throttle_handler=_is_throttled,
                 store="rate_limit",
             ).middleware,
-            CurrentUserMiddleware(settings),
+            CurrentUserMiddleware(settings, accounts.get_active_user),
         ],
         csrf_config=CSRFConfig(
             secret=derive_key(settings, "csrf").hex(),
@@ -163,6 +221,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         openapi_config=None,
     )
+    app.state.context = app_context
     app.state.settings = settings
     app.state.plugins = plugins
     app.state.outbox = worker

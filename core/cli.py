@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 
-from core.settings import ConfigurationError, Settings, load_settings
+from core import commands
+from core.settings import Settings
 
 T = TypeVar("T")
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+def _run(settings: Settings, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work()` with the app's context: its plugins, and the domains' subscriptions."""
+    from core.app import build_context
 
-
-def _run(settings: Settings, work: Awaitable[T]) -> T:
-    from core import db
-
-    db.configure_database(settings)
-
-    async def runner() -> T:
-        await db.start_pool(settings)
-        try:
-            return await work
-        finally:
-            await db.close_pool()
-
-    return asyncio.run(runner())
+    return commands.run(settings, work, app_context=build_context(settings))
 
 
 @click.group()
@@ -64,7 +49,7 @@ def check_config(markdown: bool) -> None:
     if markdown:
         click.echo(settings_table())
         return
-    settings = _settings()
+    settings = commands.settings_or_exit()
     database = "PostgreSQL" if settings.uses_postgres else f"SQLite at {settings.sqlite_path}"
     click.echo(f"environment: {settings.env}")
     click.echo(f"base URL:    {settings.base_url}")
@@ -82,8 +67,8 @@ def migrate() -> None:
     """Apply every database migration that has not run yet."""
     from core import db
 
-    settings = _settings()
-    _run(settings, db.run_migrations())
+    settings = commands.settings_or_exit()
+    _run(settings, db.run_migrations)
     click.echo("database is up to date")
 
 
@@ -97,9 +82,9 @@ def serve(host: str | None, port: int | None, run_migrations: bool) -> None:
 
     from core import db
 
-    settings = _settings()
+    settings = commands.settings_or_exit()
     if run_migrations:
-        _run(settings, db.run_migrations())
+        _run(settings, db.run_migrations)
     click.echo(f"Consilium is running on http://{host or settings.host}:{port or settings.port}")
     uvicorn.run(
         "core.app:create_app",
@@ -125,12 +110,12 @@ def create_staff(
     from core.accounts import service as accounts
     from core.plugins import PluginHost
 
-    settings = _settings()
+    settings = commands.settings_or_exit()
     known = {s.slug for s in PluginHost.load(settings).specialties()}
     try:
         _run(
             settings,
-            accounts.create_staff(
+            lambda: accounts.create_staff(
                 email=email,
                 full_name=full_name,
                 role=role,
@@ -140,7 +125,7 @@ def create_staff(
                 password=password,
             ),
         )
-    except accounts.ValidationFailed as failed:
+    except accounts.InvalidInput as failed:
         raise click.ClickException("; ".join(failed.errors.values())) from None
     click.echo(f"created {role} {email}; two-factor set-up is asked at first sign-in")
 
@@ -193,8 +178,8 @@ async def _seed_demo(settings: Settings) -> list[tuple[str, str, str]]:
 @main.command("seed-demo")
 def seed_demo() -> None:
     """Create demo staff (admin, coordinator, one doctor per specialty); prints passwords once."""
-    settings = _settings()
-    created = _run(settings, _seed_demo(settings))
+    settings = commands.settings_or_exit()
+    created = _run(settings, lambda: _seed_demo(settings))
     if not created:
         click.echo("demo accounts already exist (their passwords were printed when created)")
         return

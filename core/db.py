@@ -6,8 +6,10 @@ the given settings and binds it to every table, so tests can switch engines per 
 
 from __future__ import annotations
 
+import inspect
+import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 
@@ -15,8 +17,11 @@ from piccolo.conf.apps import Finder
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+from piccolo.table import Table
 
 from core.settings import Settings
+
+log = logging.getLogger("consilium.db")
 
 _after_commit: ContextVar[list[Callable[[], None]] | None] = ContextVar(
     "consilium_after_commit", default=None
@@ -43,9 +48,7 @@ def prepare_sqlite_file(settings: Settings) -> None:
 def configure_database(settings: Settings) -> Engine:
     """Build the engine and make it the one every Piccolo table (and migration) uses."""
     import piccolo_conf
-    from core import runtime
 
-    runtime.configure(settings)
     if not settings.uses_postgres:
         prepare_sqlite_file(settings)
     engine = build_engine(settings)
@@ -91,16 +94,32 @@ async def transaction() -> AsyncIterator[None]:
     finally:
         _after_commit.reset(token)
     for callback in callbacks:  # reached only when the transaction committed
-        callback()
+        result = callback()
+        if inspect.isawaitable(result):
+            try:
+                await result
+            except Exception as exc:
+                # Committed already: an effect that failed cannot undo the change. Its owner
+                # records what is still to do (e.g. a refund due); the type only is logged.
+                log.error("after-commit effect failed: %s", type(exc).__name__)
 
 
-def on_commit(callback: Callable[[], None]) -> None:
-    """Run `callback` once the current `transaction()` commits (at once when there is none)."""
+def on_commit(callback: Callable[[], Awaitable[None] | None]) -> None:
+    """Run `callback` once the current `transaction()` commits: effects on the outside world
+    (wake the mail worker, call a payment provider) that must never happen for a change that
+    rolled back. An async callback is awaited by the code that opened the transaction, after
+    the commit. Without an open transaction a plain callback runs at once; an async one needs a
+    transaction (there is nobody to await it)."""
     callbacks = _after_commit.get()
-    if callbacks is None:
-        callback()
-    else:
+    if callbacks is not None:
         callbacks.append(callback)
+        return
+    result = callback()
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # never awaited: do not leave a "coroutine was never awaited" warning
+        raise RuntimeError("an async on_commit callback needs an open db.transaction()")
 
 
 async def run_migrations() -> None:
@@ -123,3 +142,16 @@ async def close_pool() -> None:
     engine = current_engine()
     if isinstance(engine, PostgresEngine) and engine.pool is not None:
         await engine.close_connection_pool()
+
+
+async def next_in_year(counter: type[Table], year: int) -> int:
+    """The next number of `year` from a counter table (columns `year` unique, `last`): one
+    atomic statement on both engines, so concurrent callers never get the same number. Case
+    references ("SO-2026-00042") and receipt numbers ("R-2026-00007") count this way."""
+    table = counter._meta.tablename  # a table class's name, never user input
+    rows = await counter.raw(
+        f"INSERT INTO {table} (year, last) VALUES ({{}}, 1) "  # noqa: S608
+        f"ON CONFLICT (year) DO UPDATE SET last = {table}.last + 1 RETURNING last",
+        year,
+    )
+    return int(rows[0]["last"])

@@ -1,73 +1,35 @@
-"""Generic error pages: a plain message for people, never a stack trace or another's data."""
+"""The one base error of the services: something a person asked for cannot be done.
+
+`message` is written for that person (plain words, no data of anyone else) and is safe to show;
+`status` is what a web handler answers with when it does not handle the refusal itself. Field
+problems (`InvalidInput`) carry `errors`: {field name: message}, and the form is shown again
+with them. Domains subclass these only to be caught apart (e.g. `PaymentRefused`).
+"""
 
 from __future__ import annotations
 
-import logging
 
-from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException
-from litestar.response import Redirect, Template
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+class Refused(Exception):
+    status = 409  # not possible now (or not for you)
 
-log = logging.getLogger("consilium.errors")
-
-
-class ShownError(HTTPException):
-    """An error whose detail is written for people and safe to show them."""
-
-    status_code = 400
+    def __init__(self, message: str = "", *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
 
 
-MESSAGES = {
-    400: ("Something in the request was not right", "Please go back and try again."),
-    401: ("Please sign in", "You need to sign in to see this page."),
-    403: ("Not available", "This page or action is not available to your account."),
-    404: (
-        "Page not found",
-        "We could not find that page. It may have moved, or the link may be wrong.",
-    ),
-    405: ("Not allowed", "That action is not possible on this page."),
-    413: ("Too large", "What you sent is larger than we accept."),
-    409: ("Not possible now", "This cannot be done at the moment."),
-    415: ("File not accepted", "This kind of file cannot be uploaded."),
-    429: ("Too many attempts", "Please wait a minute and try again."),
-    500: (
-        "Something went wrong on our side",
-        "Nothing you entered is lost. Please try again in a few minutes.",
-    ),
-}
+class InvalidInput(Refused):
+    """A form with field errors; the page re-renders with them and with what was typed."""
+
+    status = 400
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(" ".join(errors.values()))
+        self.errors = errors
 
 
-def render_error(request: Request, status: int, detail: str | None = None) -> Response:
-    title, text = MESSAGES.get(status, MESSAGES[500] if status >= 500 else MESSAGES[400])
-    if request.headers.get("hx-request") or request.headers.get("x-upload-client"):
-        # htmx swaps only 2xx by default; say it in a way the page's live region can show.
-        return Response(content=detail or text, status_code=status, media_type="text/plain")
-    return Template(
-        "error.html",
-        context={"status": status, "title": title, "text": detail or text},
-        status_code=status,
-    )
+class NotFound(Refused):
+    """It does not exist, or not for this person: the same answer either way (404)."""
 
-
-def http_exception(request: Request, exc: HTTPException) -> Response:
-    status = exc.status_code
-    if isinstance(exc, NotAuthorizedException) and request.method == "GET":
-        if not request.headers.get("hx-request"):
-            return Redirect(path=f"/login?next={request.url.path}", status_code=303)
-    # Only messages we wrote ourselves (readable sentences) are shown; framework detail is not.
-    detail = exc.detail if isinstance(exc, ShownError) else None
-    if status == 403 and "CSRF" in str(exc.detail):
-        detail = "This form had expired. Please go back, reload the page and try again."
-    return render_error(request, status, detail)
-
-
-def internal_error(request: Request, exc: Exception) -> Response:
-    # The route template, not the path: a path can hold a token (upload links, resets).
-    route = request.scope.get("path_template", "?")
-    log.error("unhandled error on %s %s: %s", request.method, route, type(exc).__name__)
-    return render_error(request, HTTP_500_INTERNAL_SERVER_ERROR)
-
-
-def exception_handlers() -> dict:
-    return {HTTPException: http_exception, Exception: internal_error}
+    status = 404

@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+DATE_FORMAT = "%-d %b %Y"  # "2 Oct 2026", as every page shows a date
 
 
 class FormData(Protocol):
@@ -83,6 +84,11 @@ class Field:
     def clean(self, raw: FormData, prefix: str) -> tuple[Any, str | None]:
         """(value, error message). An empty answer is None (or [] for multi-choice)."""
         raise NotImplementedError
+
+    def subject_error(self, value: Any, birth_date: date) -> str | None:
+        """A message when the cleaned `value` contradicts the date of birth of the person the
+        opinion is for (see `Form.check_subject`), else None."""
+        return None
 
     @staticmethod
     def _text(raw: FormData, key: str) -> str:
@@ -153,6 +159,9 @@ class ScoredCategory(SingleChoice):
 class DateField(Field):
     allow_future: bool = False
     allow_past: bool = True
+    # "Not before the subject's birth": core refuses an earlier date once it knows the date of
+    # birth of the person the opinion is for (intake forms; see Form.check_subject).
+    not_before_birth: bool = False
     kind = "date"
 
     def clean(self, raw: FormData, prefix: str) -> tuple[Any, str | None]:
@@ -170,6 +179,18 @@ class DateField(Field):
         if day.year < 1900:
             return text, "Enter a year after 1900."
         return day.isoformat(), None
+
+    def subject_error(self, value: Any, birth_date: date) -> str | None:
+        if not self.not_before_birth or not value:
+            return None
+        try:
+            day = date.fromisoformat(str(value))
+        except ValueError:
+            return None  # not a cleaned date: its own check already said so
+        if day < birth_date:
+            born = birth_date.strftime(DATE_FORMAT)
+            return f"This date is before the patient was born ({born}). Check the date."
+        return None
 
 
 @dataclass(frozen=True)
@@ -208,6 +229,31 @@ class Number(Field):
 
 
 @dataclass(frozen=True)
+class Year(Number):
+    """A calendar year, e.g. of an earlier operation: a whole number from `minimum` (1900) to
+    this year (any year with `allow_future=True`). Rendered and stored like a `Number` (an int).
+    `not_before_birth=True`: core refuses a year before the subject's year of birth."""
+
+    minimum: float | None = 1900
+    allow_future: bool = False
+    not_before_birth: bool = False
+
+    def clean(self, raw: FormData, prefix: str) -> tuple[Any, str | None]:
+        value, error = super().clean(raw, prefix)
+        this_year = date.today().year
+        if error is None and value is not None and not self.allow_future and value > this_year:
+            return self._text(raw, prefix + self.name), (
+                f"This year is in the future. Enter {this_year} or earlier."
+            )
+        return value, error
+
+    def subject_error(self, value: Any, birth_date: date) -> str | None:
+        if self.not_before_birth and isinstance(value, int) and value < birth_date.year:
+            return f"This year is before the patient was born ({birth_date.year}). Check the year."
+        return None
+
+
+@dataclass(frozen=True)
 class Repeating(Field):
     """One entry per lesion / specimen / study: a list of small sub-forms."""
 
@@ -240,6 +286,17 @@ class Form:
         Returns (values, errors); errors map submitted names to a message for the person.
         """
         return _validate(self.fields, raw, prefix="")
+
+    def check_subject(
+        self, values: Mapping[str, Any], subject_birth_date: date | None
+    ) -> dict[str, str]:
+        """Core's checks of cleaned `values` against the date of birth of the person the opinion
+        is for (`DateField(not_before_birth=True)`, `Year(not_before_birth=True)`); nothing
+        while it is unknown. Keys as for `consilium_validate_intake`: a field of a repeating
+        group is `"<group>.<position in values[group]>.<field>"`."""
+        if subject_birth_date is None:
+            return {}
+        return _check_subject(self.fields, values, subject_birth_date, prefix="")
 
     def empty_item(self, group: str) -> dict[str, Any]:
         spec = self.field(group)
@@ -335,6 +392,21 @@ def _validate_group(
     return items, errors
 
 
+def _check_subject(
+    fields: Sequence[Field], values: Mapping[str, Any], birth_date: date, prefix: str
+) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for spec in fields:
+        value = values.get(spec.name)
+        if isinstance(spec, Repeating):
+            for position, item in enumerate(value or []):
+                item_prefix = f"{prefix}{spec.name}.{position}."
+                errors.update(_check_subject(spec.fields, item, birth_date, item_prefix))
+        elif message := spec.subject_error(value, birth_date):
+            errors[prefix + spec.name] = message
+    return errors
+
+
 def _keys(raw: FormData) -> list[str]:
     keys = getattr(raw, "keys", None)
     return [str(k) for k in keys()] if keys else []
@@ -361,6 +433,8 @@ def check_fields(fields: Sequence[Field], *, nested: bool = False) -> None:
             raise ValueError(f"{spec.name}: show_if refers to unknown field {spec.show_if.field!r}")
         if isinstance(spec, SingleChoice) and not spec.choices:
             raise ValueError(f"{spec.name}: a choice field needs choices")
+        if isinstance(spec, Year) and spec.decimals:
+            raise ValueError(f"{spec.name}: a year is a whole number (decimals=0)")
         if isinstance(spec, Repeating):
             if nested:
                 raise ValueError(f"{spec.name}: repeating groups cannot be nested")
@@ -426,7 +500,7 @@ def display_value(spec: Field, value: Any) -> str:
         )
     if isinstance(spec, DateField):
         try:
-            return date.fromisoformat(value).strftime("%-d %b %Y")
+            return date.fromisoformat(value).strftime(DATE_FORMAT)
         except (TypeError, ValueError):
             return str(value)
     return str(value)

@@ -1,7 +1,11 @@
-"""The plugin contract: every hook a specialty plugin may implement.
+"""The plugin contract: every hook a plugin may implement. A plugin implements only those it
+needs.
 
-Hooks are synchronous and called with keyword arguments; each is documented, with its exact
-signature, in docs/plugins.md and tested by a `test_hook_<name>` test.
+Hooks are synchronous (`def`, never `async def`: such a plugin is not loaded) and called with
+keyword arguments, each plugin's on its own: one that raises is logged and left out of the page.
+The hooks that take a `specialty` are called only for the plugin whose `consilium_specialties`
+returned it. Each is documented, with its exact signature, in docs/plugins.md and tested by a
+`test_hook_<name>` test.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any, BinaryIO
 
 import pluggy
 
-from core.payments.providers import PaymentProvider
+from core.payment_providers import PaymentProvider
 from core.settings import Settings
 from core.specialty import Assets, DocumentFacts, RecordsDetail, Specialty
 
@@ -33,8 +37,8 @@ def consilium_validate_intake(
     specialty: Specialty, values: dict[str, Any], subject_birth_date: date | None
 ) -> dict[str, str] | None:
     """Check rules that span several intake fields (or the patient's age) after every field
-    passed its own checks. Return {field name: message} for problems, or None. Called for every
-    specialty: return None for one that is not yours."""
+    passed its own checks and core's date-of-birth checks (`not_before_birth`). Return
+    {field name: message} for problems, or None. Called only for this plugin's specialties."""
     raise NotImplementedError
 
 
@@ -52,8 +56,8 @@ def consilium_inspect_document(
     `kind` is a `DocumentKind` value; each file inside a ZIP is inspected on its own.
     `open_file()` returns a new binary, seekable file object with the (decrypted) content: close
     what you open. Return what you found (facts, flags, the checklist item it satisfies) or None.
-    Called for every specialty and every document: return None at once for what is not yours.
-    Blocking: core calls it in a worker thread."""
+    Called only for this plugin's specialties, for every document of their cases. Blocking: core
+    calls it in a worker thread."""
     raise NotImplementedError
 
 
@@ -63,8 +67,8 @@ def consilium_describe_records(
 ) -> RecordsDetail | None:
     """Describe one line of a case's record list to staff (coordinators, admins, the doctor):
     `facts` holds what `consilium_inspect_document` returned for each file of the line (one file,
-    or every file of one `group`). Return None for what is not yours. Patients never see it.
-    Called while a page is built: no I/O."""
+    or every file of one `group`). Return None when there is nothing to say. Patients never see
+    it. Called only for this plugin's specialties, while a page is built: no I/O."""
     raise NotImplementedError
 
 

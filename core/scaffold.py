@@ -1,8 +1,8 @@
 """`consilium new-plugin NAME`: write a ready-to-install specialty plugin package.
 
 The package is a working starting point: a specialty with a two-field intake form and one
-required document, the four hooks implemented, an intake introduction template and a test.
-See docs/plugins.md for what to change next.
+required document, only the two hooks it needs (`consilium_specialties`, `consilium_assets`),
+an intake introduction template and its tests. See docs/plugins.md for what to change next.
 """
 
 from __future__ import annotations
@@ -63,20 +63,15 @@ MODULE = Template('''\
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from core.hookspecs import hookimpl
 from core.specialty import (
     Assets,
     DateField,
-    DocumentFacts,
     DocumentKind,
     Form,
     LongText,
-    RecordsDetail,
     RequiredDocument,
     Specialty,
 )
@@ -104,6 +99,7 @@ SPECIALTY = Specialty(
                 label="When were you given this diagnosis?",
                 help="If you don't know the exact day, choose the 1st of the month.",
                 required=True,
+                not_before_birth=True,  # core refuses a date before the patient was born
             ),
         ),
     ),
@@ -124,18 +120,6 @@ def consilium_specialties() -> list[Specialty]:
 
 
 @hookimpl
-def consilium_validate_intake(
-    specialty: Specialty, values: dict[str, Any], subject_birth_date: date | None
-) -> dict[str, str] | None:
-    if specialty.slug != SLUG:
-        return None  # called for every specialty: answer only for yours
-    told = values.get("diagnosis_date")  # already checked by its field: ISO text, or None
-    if subject_birth_date and told and date.fromisoformat(told) < subject_birth_date:
-        return {"diagnosis_date": "This date is before the patient was born. Check the date."}
-    return None
-
-
-@hookimpl
 def consilium_assets() -> Assets:
     # Templates live in templates/<slug>/; <slug>/intake_intro.html is shown above the intake
     # form. For files served under /static/plugins/<slug>/, add a static/ folder and pass
@@ -143,26 +127,9 @@ def consilium_assets() -> Assets:
     return Assets(name=SLUG, templates=HERE / "templates")
 
 
-@hookimpl
-def consilium_inspect_document(
-    specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
-) -> DocumentFacts | None:
-    if specialty.slug != SLUG:
-        return None  # called for every specialty and document: answer only for yours
-    # Read what you need with `with open_file() as f:` and return
-    # DocumentFacts(checklist_item=..., flags=(...), facts={...}); None when there is nothing.
-    return None
-
-
-@hookimpl
-def consilium_describe_records(
-    specialty: Specialty, facts: list[dict[str, str]]
-) -> RecordsDetail | None:
-    if specialty.slug != SLUG:
-        return None
-    # Staff see RecordsDetail(lines=(...), warnings=(...)) under a line of the case's records;
-    # `facts` are what consilium_inspect_document returned for each of its files.
-    return None
+# Add other hooks only when you need them (docs/plugins.md, "Hooks"): consilium_validate_intake
+# for rules that span several answers, consilium_inspect_document to read uploaded files,
+# consilium_describe_records to tell staff about them. Core calls them for your specialty only.
 ''')
 
 INTAKE_INTRO = Template("""\
@@ -183,11 +150,12 @@ Run `pytest` in this folder, in the environment where Consilium is installed.
 
 from __future__ import annotations
 
-import io
 from datetime import date
+from pathlib import Path
 
 from core.forms import MappingFormData
-from core.specialty import DocumentKind, Specialty
+from core.plugins import PluginHost
+from core.settings import Settings
 
 import $module as plugin
 
@@ -199,6 +167,7 @@ def test_intake_form_accepts_good_answers() -> None:
     values, errors = plugin.SPECIALTY.intake.validate(MappingFormData(GOOD))
     assert errors == {}
     assert values == GOOD
+    assert plugin.SPECIALTY.intake.check_subject(values, BORN) == {}
 
 
 def test_intake_form_explains_problems() -> None:
@@ -206,30 +175,30 @@ def test_intake_form_explains_problems() -> None:
     _, errors = plugin.SPECIALTY.intake.validate(MappingFormData(bad))
     assert set(errors) == {"diagnosis", "diagnosis_date"}  # each with a message for the patient
 
+    # Core's check of not_before_birth=True, once it knows the patient's date of birth.
+    early = {**GOOD, "diagnosis_date": "1980-01-01"}
+    values, errors = plugin.SPECIALTY.intake.validate(MappingFormData(early))
+    assert errors == {}
+    assert set(plugin.SPECIALTY.intake.check_subject(values, BORN)) == {"diagnosis_date"}
+    assert plugin.SPECIALTY.intake.check_subject(values, None) == {}
+
 
 def test_hooks() -> None:
     assert plugin.consilium_specialties() == [plugin.SPECIALTY]
-
-    early = {**GOOD, "diagnosis_date": "1980-01-01"}
-    check = plugin.consilium_validate_intake
-    assert check(specialty=plugin.SPECIALTY, values=GOOD, subject_birth_date=BORN) is None
-    assert set(check(specialty=plugin.SPECIALTY, values=early, subject_birth_date=BORN)) == {
-        "diagnosis_date"
-    }
-    assert check(specialty=plugin.SPECIALTY, values=early, subject_birth_date=None) is None
-    other = Specialty(slug="other", title="Other", summary="Another plugin's specialty.")
-    assert check(specialty=other, values=early, subject_birth_date=BORN) is None
-
     assets = plugin.consilium_assets()
     assert assets.name == "$slug"
     assert (assets.templates / "$slug" / "intake_intro.html").is_file()
 
-    inspect = plugin.consilium_inspect_document
-    for specialty in (plugin.SPECIALTY, other):
-        assert inspect(specialty=specialty, kind=DocumentKind.PDF, open_file=io.BytesIO) is None
-    describe = plugin.consilium_describe_records
-    for specialty in (plugin.SPECIALTY, other):
-        assert describe(specialty=specialty, facts=[{}]) is None
+
+def test_loads_next_to_the_installed_plugins(tmp_path: Path) -> None:
+    # No .env file; whatever Consilium writes (a secret key, …) goes under tmp_path.
+    settings = Settings(_env_file=None, var_dir=tmp_path)
+    host = PluginHost.load(settings, extra=[("$slug", plugin)])  # replaces the installed copy
+    info = host.plugin("$slug")
+    assert info is not None and info.error is None and info.warnings == []
+    assert host.specialty("$slug") == plugin.SPECIALTY
+    assert host.validate_intake(plugin.SPECIALTY, GOOD, BORN) == {}
+    assert info.failures == []  # no hook of the plugin raised
 ''')
 
 

@@ -8,11 +8,10 @@ privilege (sign-in, second factor, sign-out).
 
 from __future__ import annotations
 
-import hmac
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from hashlib import sha256
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, MutableScopeHeaders
@@ -27,28 +26,20 @@ from litestar.middleware.session.server_side import (
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.types.empty import Empty
 
+from core.audit import service as audit
+from core.roles import AUTH_FULL
 from core.settings import Settings
 
-if TYPE_CHECKING:
-    from core.accounts.tables import User
+
+class Account(Protocol):
+    """The signed-in account as sessions need it (core.accounts.tables.User has these)."""
+
+    uid: Any
+    session_epoch: int
+
 
 # Keys in the scope that carry this request's session bookkeeping.
 _SESSION_STATE = "consilium.session"
-
-# Roles, and which of them must pass a second factor before doing anything.
-PATIENT, DOCTOR, COORDINATOR, ADMIN = "patient", "doctor", "coordinator", "admin"
-STAFF_ROLES = (DOCTOR, COORDINATOR, ADMIN)
-ROLES = (PATIENT, *STAFF_ROLES)
-
-# Session "auth" levels.
-AUTH_FULL = "full"  # signed in, second factor done where required
-AUTH_SECOND_FACTOR = "second_factor"  # password ok, TOTP code still needed
-AUTH_ENROL = "enrol"  # staff without TOTP yet: may only enrol
-
-
-def derive_key(settings: Settings, purpose: str) -> bytes:
-    """A separate key per purpose, so one leaked derived key does not expose the others."""
-    return hmac.new(settings.secret, purpose.encode(), sha256).digest()
 
 
 @dataclass
@@ -152,12 +143,13 @@ class CurrentUserMiddleware(ASGIMiddleware):
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, load_user: Callable[[str], Awaitable[Any]]) -> None:
+        # `load_user(uid)`: the active account with this uid, or None (core.accounts.service:
+        # get_active_user; given by the app so that this web module imports no domain).
         self.settings = settings
+        self.load_user = load_user
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        from core.accounts import service as accounts
-
         scope["user"] = None
         scope["auth"] = None
         session = scope.get("session")
@@ -167,7 +159,7 @@ class CurrentUserMiddleware(ASGIMiddleware):
                 now - session.get("seen", 0) < self.settings.session_idle_minutes * 60
                 and now - session.get("created", 0) < self.settings.session_absolute_hours * 3600
             )
-            user = await accounts.get_active_user(session["uid"]) if fresh else None
+            user = await self.load_user(session["uid"]) if fresh else None
             if user is not None and user.session_epoch == session.get("epoch"):
                 scope["user"] = user
                 scope["auth"] = session.get("auth")
@@ -177,7 +169,7 @@ class CurrentUserMiddleware(ASGIMiddleware):
         await next_app(scope, receive, send)
 
 
-def start_session(connection: ASGIConnection, user: User, auth: str) -> None:
+def start_session(connection: ASGIConnection, user: Account, auth: str) -> None:
     """Sign `user` in at level `auth`, under a new session id."""
     now = time.time()
     session = connection.scope.get("session")
@@ -214,7 +206,7 @@ def signed_in(connection: ASGIConnection, _: BaseRouteHandler) -> None:
 def role_guard(*roles: str):
     """Signed in fully, with one of `roles`; anonymous is 401, a signed-in other role 403.
 
-    A signed-in person refused a page is written to the audit log (SECURITY.md 22).
+    A signed-in person refused a page is written to the audit log (docs/security.md 22).
     """
 
     async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
@@ -229,8 +221,6 @@ def role_guard(*roles: str):
 
 
 async def record_denied(connection: ASGIConnection, *, reason: str) -> None:
-    from core.audit import service as audit
-
     route = connection.scope.get("path_template") or connection.scope.get("path", "")
     await audit.record(
         "access.denied",

@@ -23,6 +23,7 @@ from core.forms import (  # re-exported: the field types are part of the plugin 
     ShowIf,
     SingleChoice,
     Text,
+    Year,
     YesNo,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "LongText",
     "MultiChoice",
     "Number",
+    "RecordsDetail",
     "Repeating",
     "ReportSection",
     "RequiredDocument",
@@ -45,6 +47,7 @@ __all__ = [
     "SingleChoice",
     "Specialty",
     "Text",
+    "Year",
     "YesNo",
 ]
 

@@ -15,7 +15,7 @@ from litestar.exceptions import InternalServerException
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
-from core.errors import render_error
+from core.error_pages import render_error
 
 
 def _not_found(request: Request, _: Exception) -> Response:

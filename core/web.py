@@ -11,6 +11,7 @@ from jinja2 import Environment
 from litestar import Request
 from litestar.response import Redirect, Template
 
+from core.formatting import filesize
 from core.forms import (
     MappingFormData,
     condition_text,
@@ -139,7 +140,8 @@ def install_template_helpers(
     settings: Settings,
     specialty: Callable[[str], Any] | None = None,
 ) -> None:
-    """Filters and functions every template may use."""
+    """Filters and functions every template may use (the domains' own are added by
+    core.app, which sits above them)."""
     zone = ZoneInfo(settings.time_zone)
 
     def localtime(value: datetime | None) -> str:
@@ -155,9 +157,6 @@ def install_template_helpers(
     environment.filters["day"] = day
     environment.globals["home_title"] = home_title
     environment.globals["specialty_name"] = lambda slug: specialty_name(specialty, slug)
-    from core.payments.service import money  # amounts in minor units, shown the same everywhere
-
-    environment.globals["money"] = money
     environment.globals["display"] = display_value
     environment.globals["group_indexes"] = lambda raw, base: group_indexes(
         MappingFormData(raw), base
@@ -167,16 +166,6 @@ def install_template_helpers(
     environment.globals["condition_text"] = condition_text
     environment.globals["site"] = settings
     environment.globals["filesize"] = filesize
-    # Imported here, not at the top: the documents service pulls in most of core.
-    from core.documents.service import describe_line, previewable, record_notes
-
-    environment.globals["previewable"] = previewable
-    environment.globals["record_notes"] = record_notes
-
-    def record_detail(request: Request, case: Any, line: Any) -> Any:
-        return describe_line(request.app.state.plugins, case, line, request.user)
-
-    environment.globals["record_detail"] = record_detail
 
 
 def client_ip(request: Request) -> str | None:
@@ -218,13 +207,6 @@ def safe_next(value: str | None, default: str = "/dashboard") -> str:
 async def form_data(request: Request) -> dict[str, str]:
     form = await request.form()
     return {key: str(value) for key, value in form.items()}
-
-
-def filesize(size: int) -> str:
-    for unit, step in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if size >= step:
-            return f"{size / step:,.1f} {unit}"
-    return f"{size} bytes"
 
 
 def bounded_int(value: str | None, *, default: int, low: int, high: int) -> int:

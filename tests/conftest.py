@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +20,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
-from core import db
+from core import context, db
 from core.settings import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -93,18 +94,43 @@ def database_url(
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str | None) -> Settings:
-    """Settings for a fresh database; also binds the engine so services can be called directly."""
+def settings(tmp_path: Path, database_url: str | None) -> Iterator[Settings]:
+    """Settings for a fresh database; also binds the engine and makes an app context current,
+    so services can be called directly."""
     result = make_settings(tmp_path, database_url)
-    db.configure_database(result)
-    return result
+    with use_settings(result):
+        yield result
+
+
+@contextmanager
+def use_settings(settings: Settings) -> Iterator[None]:
+    """Bind the database and make a context for `settings` current (core/context.py)."""
+    from core.app import build_context
+
+    db.configure_database(settings)
+    with context.use(build_context(settings)):
+        yield
+
+
+def make_app(settings: Settings) -> Litestar:
+    """An app for settings a test made itself; its context becomes current for the rest of the
+    test (pytest-asyncio runs each test in its own copy of the context, so it ends with it)."""
+    from core.app import create_app
+
+    db.configure_database(settings)
+    created = create_app(settings)
+    context.activate(created.state.context)
+    return created
 
 
 @pytest.fixture
-def app(settings: Settings) -> Litestar:
+def app(settings: Settings) -> Iterator[Litestar]:
     from core.app import create_app
 
-    return create_app(settings)
+    created = create_app(settings)
+    # The test's own service calls see what the app's requests see (its plugins, its store).
+    with context.use(created.state.context):
+        yield created
 
 
 BASE_URL = "http://testserver.local"

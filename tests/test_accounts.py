@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from httpx import AsyncClient
 
+from core import clock
 from core.accounts import service as accounts
 from core.accounts.tables import AuthToken, User
 from core.audit.tables import AuditEvent
@@ -135,7 +136,7 @@ async def test_expired_reset_link_is_refused(client: AsyncClient, settings) -> N
     await make_person("patient", "late@example.com")
     await post_form(client, "/reset", {"email": "late@example.com"})
     path = link_in(next(m for m in await read_mail(settings) if "Reset" in m["Subject"]), "/reset/")
-    await AuthToken.update({AuthToken.expires_at: accounts.now()}).where(
+    await AuthToken.update({AuthToken.expires_at: clock.now()}).where(
         AuthToken.purpose == accounts.RESET_PASSWORD
     )
     response = await client.get(path, follow_redirects=False)

@@ -1,5 +1,5 @@
 """Expanding uploaded ZIPs: limits checked before extraction, counted again while reading, unsafe
-entries refused (SECURITY.md item 16)."""
+entries refused (docs/security.md item 16)."""
 
 from __future__ import annotations
 

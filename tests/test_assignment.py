@@ -1,4 +1,4 @@
-"""The doctor on a case, and what that doctor may read (SECURITY.md 9, HIPAA a(1)).
+"""The doctor on a case, and what that doctor may read (docs/security.md 9, HIPAA a(1)).
 
 Records are read by the owning patient, coordinators, admins and the doctor the case is assigned
 to now: a reassigned doctor loses access at once. The coordinator's pages for choosing a doctor

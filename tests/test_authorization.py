@@ -1,4 +1,4 @@
-"""The authorization matrix (SECURITY.md 9): every route × every kind of visitor → status.
+"""The authorization matrix (docs/security.md 9): every route × every kind of visitor → status.
 
 A route that is added to the app without a row here fails `test_every_route_is_in_the_matrix`.
 Objects that belong to someone else answer 404 (never 403), so their existence is not revealed.
@@ -14,7 +14,6 @@ import pytest
 from httpx import AsyncClient
 from litestar import Litestar
 
-from core import db
 from core.app import create_app
 from core.cases import service as cases
 from core.cases.tables import Case
@@ -23,7 +22,7 @@ from core.documents.service import store_upload
 from core.payments import service as payments
 from core.payments.tables import Payment
 from core.settings import Settings
-from tests.conftest import make_settings, open_client
+from tests.conftest import make_settings, open_client, use_settings
 from tests.support import csrf_token, make_person, post_form, sign_in
 
 # "patient" owns the case used in case routes; "other_patient" is patient B; the case is
@@ -261,8 +260,8 @@ def concrete(path: str, ids: dict[str, str]) -> str:
 def settings(tmp_path, database_url) -> Settings:
     # Generous per-IP limit: the matrix itself sends many sign-in-page POSTs from one address.
     result = make_settings(tmp_path, database_url, login_rate_per_minute=10_000)
-    db.configure_database(result)
-    return result
+    with use_settings(result):
+        yield result
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:

@@ -1,4 +1,4 @@
-"""Content sniffing, the DICOM preamble guard and display file names (SECURITY.md 15 and 17)."""
+"""Content sniffing, the DICOM preamble guard and display file names (docs/security.md 15, 17)."""
 
 from __future__ import annotations
 

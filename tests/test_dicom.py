@@ -411,7 +411,7 @@ def test_invalid_values_are_not_echoed_to_logs_or_warnings(
 
 def test_hook_consilium_inspect_document(tmp_path: Path) -> None:
     host = PluginHost.load(make_settings(tmp_path, None))
-    hook = host.manager.hook.consilium_inspect_document
+    hook = host.inspect_document  # the plugin that owns the specialty, as core calls it
     radiology, general = host.specialty("radiology"), host.specialty("general")
     good, opened = make_instance(), []
 
@@ -426,29 +426,30 @@ def test_hook_consilium_inspect_document(tmp_path: Path) -> None:
     assert expected is not None
     # The study is the group core shows as one line, labelled without the image count.
     grouping = {"group": expected.study_uid, "group_label": "CT chest, 2 Oct 2026"}
-    assert hook(specialty=radiology, kind="dicom", open_file=opener(good)) == [
-        DocumentFacts(checklist_item="images", facts={**expected.as_dict(), **grouping})
-    ]
+    assert hook(specialty=radiology, kind="dicom", open_file=opener(good)) == DocumentFacts(
+        checklist_item="images", facts={**expected.as_dict(), **grouping}
+    )
     assert all(f.closed for f in opened)
-    (bad,) = hook(
+    bad = hook(
         specialty=radiology, kind="dicom", open_file=opener(good[: good.index(b"Doe^Jane") + 3])
     )
+    assert bad is not None
     assert (bad.checklist_item, bad.flags) == (None, ("malformed DICOM",))
     assert bad.facts["problem"]
     directory = make_instance(sop_class=MediaStorageDirectoryStorage)
-    assert hook(specialty=radiology, kind="dicom", open_file=opener(directory)) == []
-    assert hook(specialty=radiology, kind="pdf", open_file=opener(b"%PDF-1.7")) == []
-    assert hook(specialty=general, kind="dicom", open_file=opener(good)) == []
+    assert hook(specialty=radiology, kind="dicom", open_file=opener(directory)) is None
+    assert hook(specialty=radiology, kind="pdf", open_file=opener(b"%PDF-1.7")) is None
+    assert hook(specialty=general, kind="dicom", open_file=opener(good)) is None
 
 
 def test_hook_consilium_describe_records(tmp_path: Path) -> None:
     host = PluginHost.load(make_settings(tmp_path, None))
-    inspect = host.manager.hook.consilium_inspect_document
-    describe = host.manager.hook.consilium_describe_records
+    describe = host.describe_records  # the plugin that owns the specialty, as core calls it
     radiology, general = host.specialty("radiology"), host.specialty("general")
 
     def facts_of(data: bytes) -> dict[str, str]:
-        [found] = inspect(specialty=radiology, kind="dicom", open_file=lambda: io.BytesIO(data))
+        found = host.inspect_document(radiology, "dicom", lambda: io.BytesIO(data))
+        assert found is not None
         return found.facts
 
     # The facts the inspect hook stored, handed back for one study: two series, the same image
@@ -459,7 +460,7 @@ def test_hook_consilium_describe_records(tmp_path: Path) -> None:
         facts_of(make_instance(2, series_number=2)),
         facts_of(make_instance(1, series=SERIES_B, series_number=5, PatientName="Roe^Ann")),
     ]
-    [detail] = describe(specialty=radiology, facts=stored)
+    detail = describe(specialty=radiology, facts=stored)
     assert isinstance(detail, RecordsDetail)
     assert detail.lines == (
         "Patients in the headers: Doe, Jane (ID MRN-0042); Roe, Ann (ID MRN-0042)",
@@ -469,11 +470,12 @@ def test_hook_consilium_describe_records(tmp_path: Path) -> None:
     assert detail.warnings == (
         "These files name more than one patient: check them before the study is read.",
     )
-    [one] = describe(specialty=radiology, facts=stored[:1])
-    assert one.lines[0] == "Patient in the headers: Doe, Jane (ID MRN-0042)" and not one.warnings
+    one = describe(specialty=radiology, facts=stored[:1])
+    assert one is not None and not one.warnings
+    assert one.lines[0] == "Patient in the headers: Doe, Jane (ID MRN-0042)"
     # Nothing to say about files that are not DICOM, nor for another specialty.
-    assert describe(specialty=radiology, facts=[{}]) == []
-    assert describe(specialty=general, facts=stored) == []
+    assert describe(specialty=radiology, facts=[{}]) is None
+    assert describe(specialty=general, facts=stored) is None
 
 
 # --- through the app: upload, download and the case pages ---------------------------------------

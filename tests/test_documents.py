@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 from core.audit.tables import AuditEvent
 from core.cases import service as cases
 from core.documents.tables import Document
-from tests.conftest import make_settings, open_client
+from tests.conftest import make_app, make_settings, open_client
 from tests.support import csrf_token, make_person, sign_in
 
 CANARY = b"CANARY-7f3a9c-patient-secret-findings"
@@ -154,12 +154,9 @@ async def test_refused_kinds_get_a_reason_and_leave_nothing(
 
 
 async def test_size_limit_is_enforced_while_streaming(tmp_path, database_url) -> None:
-    from core.app import create_app
-    from core.db import configure_database
 
     settings = make_settings(tmp_path, database_url, max_file_bytes=1024 * 1024)
-    configure_database(settings)
-    app = create_app(settings)
+    app = make_app(settings)
     async with open_client(app) as client:
         _, uid = await new_case(client, "big@example.com")
         response = await upload(client, uid, "big.pdf", PDF, token_in="header")
@@ -332,12 +329,9 @@ async def test_a_script_upload_answers_with_the_page_to_open(client) -> None:
 
 
 async def test_zip_bomb_is_refused_and_leaves_nothing(tmp_path, database_url) -> None:
-    from core.app import create_app
-    from core.db import configure_database
 
     settings = make_settings(tmp_path, database_url, max_file_bytes=20 * 1024 * 1024)
-    configure_database(settings)
-    app = create_app(settings)
+    app = make_app(settings)
     bomb = zipped({"zeros.pdf": b"%PDF-1.7\n" + b"\0" * (60 * 1024 * 1024)})
     assert len(bomb) < 200_000
     async with open_client(app) as client:
@@ -348,7 +342,7 @@ async def test_zip_bomb_is_refused_and_leaves_nothing(tmp_path, database_url) ->
     assert not files_under(tmp_path / "documents" / "objects")
 
 
-# No plaintext on disk, on any upload path (SECURITY.md item 14) ---------------------------------
+# No plaintext on disk, on any upload path (docs/security.md 14) ------------------------------
 
 TEMP_FILE_MAKERS = ("SpooledTemporaryFile", "TemporaryFile", "NamedTemporaryFile", "mkstemp")
 
@@ -452,13 +446,10 @@ async def test_no_plaintext_touches_disk(tmp_path, database_url, monkeypatch, pa
     """A 3 MiB upload with a canary in it, on each upload path: no temp file is made while it
     streams (Litestar's UploadFile would spool it), and the canary is in no file under the app's
     var dir (store, database, sessions) or the temp folder; the record reads back intact."""
-    from core.app import create_app
-    from core.db import configure_database
 
     settings = make_settings(tmp_path, database_url, upload_chunk_bytes=1024 * 1024)
     temp = tmp_path / "temp-files"
-    configure_database(settings)
-    app = create_app(settings)
+    app = make_app(settings)
     data = PDF[:-100] + CANARY + PDF[-100:]  # one canary in the first MiB, one in the last
     async with open_client(app) as client:
         owner, uid = await new_case(client, f"canary-{path}@example.com")

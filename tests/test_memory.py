@@ -1,5 +1,6 @@
-"""Memory stays flat as uploads grow (SECURITY.md 14): measured through HTTP, for the one-request
-upload and for a resumable one, by the peak of what Python allocated while the file went in.
+"""Memory stays flat as uploads grow (docs/security.md 14): measured through HTTP, for the
+one-request upload and for a resumable one, by the peak of what Python allocated while the file
+went in.
 bench/documents.py measures the same for a running server's RSS with gigabyte files."""
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from core.db import configure_database
 from core.documents.tables import Document
-from tests.conftest import make_settings
+from tests.conftest import make_settings, use_settings
 from tests.support import csrf_token
 from tests.test_documents import new_case
 
@@ -26,8 +26,8 @@ BOUNDARY = "----consilium-memory-boundary"
 @pytest.fixture
 def settings(tmp_path, database_url):
     result = make_settings(tmp_path, database_url, upload_chunk_bytes=4 * MiB)
-    configure_database(result)
-    return result
+    with use_settings(result):
+        yield result
 
 
 HEAD = b"%PDF-1.7\n"

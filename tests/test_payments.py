@@ -26,15 +26,15 @@ from core.cases import service as cases
 from core.cases.tables import CaseEvent
 from core.cases.turnaround import add_working_days
 from core.hookspecs import hookimpl
-from core.payments import receipts
-from core.payments import service as payments
-from core.payments.providers import (
+from core.payment_providers import (
     Checkout,
     CheckoutStarted,
     PaymentEvent,
     PaymentProvider,
     WebhookRejected,
 )
+from core.payments import receipts
+from core.payments import service as payments
 from core.payments.tables import CaseFee, LedgerEntry, Payment, WebhookEvent
 from core.settings import ConfigurationError, load_settings
 from tests.conftest import open_client

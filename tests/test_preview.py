@@ -95,7 +95,8 @@ HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 600
 
 
 async def one_document(client, email: str, name: str, data: bytes) -> tuple[str, Document]:
-    _, uid = await new_case(client, email)
+    # Radiology takes every kind (PDFs, photos and DICOM images).
+    _, uid = await new_case(client, email, "radiology")
     response = await upload(client, uid, name, data, token_in="header")
     assert response.status_code == 303, response.text
     [doc] = await Document.objects().where(Document.display_name == name)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from litestar import Litestar
 
+from core import clock
 from core.accounts.tables import User
 from core.audit.tables import AuditEvent
 from core.cases import service as cases
@@ -228,7 +229,7 @@ async def test_every_dead_link_gets_the_same_page(client, running_app) -> None:
     tokens = {reason: await make_link(client, case) for reason in ("expired", "revoked", "used")}
     tokens["unknown"] = "x" * 43
     [expired, revoked, used] = await ProviderLink.objects().order_by(ProviderLink.id)
-    await ProviderLink.update({ProviderLink.expires_at: links.now() - timedelta(seconds=1)}).where(
+    await ProviderLink.update({ProviderLink.expires_at: clock.now() - timedelta(seconds=1)}).where(
         ProviderLink.id == expired.id
     )
     await post_form(client, f"/cases/{case.uid}/links/{revoked.uid}/revoke")
@@ -382,7 +383,7 @@ async def test_link_form_keeps_entries_and_explains(client, running_app) -> None
     listed = await post_form(client, f"/cases/{case.uid}/links", {"days_valid": "0"})
     assert listed.status_code == 400 and "Dr Aslam, City Hospital" in listed.text
 
-    with pytest.raises(links.LinkInvalid):
+    with pytest.raises(links.InvalidInput):
         await links.create_link(
             (await User.objects().where(User.id == case.patient).first()),
             case,

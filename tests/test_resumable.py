@@ -12,11 +12,10 @@ import httpx
 import pytest
 
 from core.cases import service as cases
-from core.db import configure_database
 from core.documents import links
 from core.documents.maintenance import scrub
 from core.documents.tables import Document, UploadSession
-from tests.conftest import make_settings, open_client
+from tests.conftest import make_app, make_settings, open_client, use_settings
 from tests.support import csrf_token, make_person, sign_in
 from tests.test_documents import CANARY, files_under, new_case
 
@@ -29,8 +28,8 @@ DATA = b"%PDF-1.7\n" + os.urandom(CHUNK - 20) + CANARY + os.urandom(2 * CHUNK + 
 def settings(tmp_path, database_url):
     """Uploads in 64 KiB chunks (the `client` and `running_app` fixtures use these)."""
     result = make_settings(tmp_path, database_url, upload_chunk_bytes=CHUNK)
-    configure_database(result)
-    return result
+    with use_settings(result):
+        yield result
 
 
 @pytest.fixture
@@ -182,13 +181,11 @@ async def test_refused_kind_stops_at_the_first_chunk(small_chunks) -> None:
 
 
 async def test_declared_size_is_checked_against_the_limits(tmp_path, database_url) -> None:
-    from core.app import create_app
 
     settings = make_settings(
         tmp_path, database_url, upload_chunk_bytes=CHUNK, max_case_bytes=3 * CHUNK
     )
-    configure_database(settings)
-    app = create_app(settings)
+    app = make_app(settings)
     async with open_client(app) as client:
         _, uid = await new_case(client, "quota@example.com")
         too_big = await start(client, uid, 4 * CHUNK)

@@ -1,4 +1,4 @@
-"""SECURITY.md items 1–12 and 25, each with a test that fails if the protection breaks."""
+"""docs/security.md items 1–12 and 25, each with a test that fails if the protection breaks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from argon2 import PasswordHasher, extract_parameters
 from httpx import AsyncClient
 from litestar import Response, get
 
-from core import db, security
+from core import clock, db, security
 from core.accounts import passwords
 from core.accounts import service as accounts
 from core.accounts.tables import LoginThrottle, RecoveryCode, ResetRequest, User
@@ -20,7 +20,7 @@ from core.app import create_app
 from core.audit.tables import AuditEvent
 from core.notifications.tables import OutboxMessage
 from core.settings import ConfigurationError, load_settings
-from tests.conftest import make_settings, open_client
+from tests.conftest import make_app, make_settings, open_client
 from tests.support import PASSWORD, csrf_token, make_person, post_form, read_mail, sign_in
 
 
@@ -165,7 +165,7 @@ async def test_reset_takes_as_long_for_an_unknown_email(tmp_path, database_url) 
     The app's outbox worker is not started (its work after a known email would slow whichever
     request comes next); the test resolves the queue between requests instead."""
     settings = make_settings(tmp_path, database_url, login_rate_per_minute=10_000)
-    app = create_app(settings)
+    app = make_app(settings)
     await make_person("patient", "timed@example.com")
     durations: dict[str, list[float]] = {"known": [], "unknown": []}
     await db.start_pool(settings)
@@ -216,7 +216,7 @@ async def test_progressive_delay_per_account_also_for_unknown_emails(client) -> 
         blocked = await post_form(client, "/login", {"email": email, "password": PASSWORD})
         assert blocked.status_code == 429 and "please wait" in blocked.text
     # The delay ends by itself: no attacker-triggered permanent lock-out.
-    await LoginThrottle.update({LoginThrottle.blocked_until: accounts.now()}).where(
+    await LoginThrottle.update({LoginThrottle.blocked_until: clock.now()}).where(
         LoginThrottle.id > 0
     )
     await sign_in(client, person)
@@ -548,7 +548,7 @@ async def test_concurrent_requests_do_not_fail(tmp_path, database_url) -> None:
     read-then-write transaction (token, outbox message, audit row): none may fail with "database
     is locked" (SQLite), lose a write or send a reset twice."""
     settings = make_settings(tmp_path, database_url, login_rate_per_minute=10_000)
-    app = create_app(settings)
+    app = make_app(settings)
     stored = passwords.hasher.hash(PASSWORD)
     await User.insert(
         *(
@@ -576,7 +576,7 @@ async def test_sessions_can_live_in_redis(tmp_path, database_url) -> None:
     settings = make_settings(
         tmp_path, database_url, redis_url="redis://127.0.0.1:6379/0", session_idle_minutes=5
     )
-    app = create_app(settings)
+    app = make_app(settings)
     person = await make_person("patient", "redis@example.com")
     from redis.asyncio import Redis
 

@@ -1,5 +1,7 @@
 """The four built-in specialties: form declarations, field rules, show-if, repeating groups,
-cross-field rules through `consilium_validate_intake`, and the intake intro templates.
+core's date-of-birth rules (`not_before_birth`), cross-field rules through
+`consilium_validate_intake` (called only for the plugin that owns the specialty), and the intake
+intro templates.
 
 Plain synchronous tests: no database, no app.
 """
@@ -19,7 +21,8 @@ import plugins.general
 import plugins.pathology
 import plugins.radiology
 import plugins.surgical
-from core.forms import Form, MappingFormData, Repeating
+from core.forms import DateField, Form, MappingFormData, Repeating, Year
+from core.hookspecs import hookimpl
 from core.plugins import PluginHost
 from core.specialty import DocumentKind, Specialty
 from tests.conftest import make_settings
@@ -145,7 +148,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> PluginHost:
 
 
 def cross(host: PluginHost, slug: str, data: dict[str, Any], born: date | None = BORN, **kw):
-    """Field checks first (they must pass), then the cross-field rules through the host."""
+    """Field checks first (they must pass), then core's date-of-birth rules and the plugin's
+    cross-field rules, through the host as core calls them."""
     values, errors = validate(specialty(slug).intake, data, **kw)
     assert errors == {}
     return host.validate_intake(specialty(slug), values, born)
@@ -255,14 +259,19 @@ def test_general_medications_group() -> None:
     assert errors == {} and values["medications"] == []
 
 
+def born_text(day: date) -> str:
+    return day.strftime("%-d %b %Y")
+
+
 def test_general_cross_field_rules(host: PluginHost) -> None:
     data = INTAKE_OK["general"]
     assert cross(host, "general", data) == {}
     assert cross(host, "general", data, born=None) == {}
-    errors = cross(host, "general", data, born=LAST_YEAR + timedelta(days=1))
+    born = LAST_YEAR + timedelta(days=1)
+    errors = cross(host, "general", data, born=born)
     assert errors == {
-        "diagnosis_date": "This date is before the patient was born. Check the date you were "
-        "told about the diagnosis."
+        "diagnosis_date": f"This date is before the patient was born ({born_text(born)}). "
+        "Check the date."
     }
     assert cross(host, "general", data, born=LAST_YEAR) == {}  # diagnosed at birth
 
@@ -294,6 +303,13 @@ def test_surgical_field_rules() -> None:
 
     _, errors = validate(form, data, **{"prior_surgeries.0.year": "1899"})
     assert errors == {"prior_surgeries.0.year": "Enter 1900 or more."}
+    next_year = str(TODAY.year + 1)
+    _, errors = validate(form, data, **{"prior_surgeries.0.year": next_year})
+    assert errors == {
+        "prior_surgeries.0.year": f"This year is in the future. Enter {TODAY.year} or earlier."
+    }
+    values, errors = validate(form, data, **{"prior_surgeries.0.year": str(TODAY.year)})
+    assert errors == {} and values["prior_surgeries"][0]["year"] == TODAY.year
     _, errors = validate(form, data, **{"prior_surgeries.0.year": "2010.5"})
     assert errors == {"prior_surgeries.0.year": "Enter a whole number."}
     _, errors = validate(form, data, **{"prior_surgeries.0.year": "last year"})
@@ -346,14 +362,9 @@ def test_surgical_cross_field_rules(host: PluginHost) -> None:
     assert cross(host, "surgical", data) == {}
     errors = cross(host, "surgical", data, born=date(2012, 3, 1))
     assert errors == {
-        "prior_surgeries.0.year": "This is before the patient was born (2012). Check the year."
+        "prior_surgeries.0.year": "This year is before the patient was born (2012). Check the year."
     }
     assert cross(host, "surgical", data, born=date(2010, 12, 31)) == {}  # same year is fine
-    next_year = str(TODAY.year + 1)
-    errors = cross(host, "surgical", data, **{"prior_surgeries.0.year": next_year})
-    assert errors == {
-        "prior_surgeries.0.year": f"This year is in the future. Enter {TODAY.year} or earlier."
-    }
     errors = cross(host, "surgical", data, comorbidities=["none", "diabetes"])
     assert set(errors) == {"comorbidities"} and "None of these" in errors["comorbidities"]
     assert cross(host, "surgical", data, comorbidities=["none"]) == {}
@@ -439,10 +450,11 @@ def test_pathology_review_show_if() -> None:
 def test_pathology_cross_field_rules(host: PluginHost) -> None:
     data = INTAKE_OK["pathology"]
     assert cross(host, "pathology", data) == {}
-    errors = cross(host, "pathology", data, born=TODAY - timedelta(days=30))
+    born = TODAY - timedelta(days=30)
+    errors = cross(host, "pathology", data, born=born)
     assert errors == {
-        "collection_date": "This date is before the patient was born. Check the date the "
-        "sample was taken."
+        "collection_date": f"This date is before the patient was born ({born_text(born)}). "
+        "Check the date."
     }
     errors = cross(host, "pathology", data, tests_done=["he", "unknown"])
     assert set(errors) == {"tests_done"} and "I don't know" in errors["tests_done"]
@@ -523,16 +535,25 @@ def test_radiology_cross_field_rules(host: PluginHost) -> None:
     assert cross(host, "radiology", data) == {}
     assert cross(host, "radiology", data, born=None) == {}
 
-    errors = cross(
-        host, "radiology", data, born=LAST_YEAR + timedelta(days=1), has_prior_studies="no"
-    )
+    born = LAST_YEAR + timedelta(days=1)
+    errors = cross(host, "radiology", data, born=born, has_prior_studies="no")
     assert errors == {
-        "study_date": "This date is before the patient was born. Check the date of the scan."
+        "study_date": f"This date is before the patient was born ({born_text(born)}). "
+        "Check the date."
     }
-    errors = cross(host, "radiology", data, born=TWO_YEARS_AGO + timedelta(days=1))
+    born = TWO_YEARS_AGO + timedelta(days=1)
+    errors = cross(host, "radiology", data, born=born)
     assert errors == {
-        "prior_studies.0.study_date": "This date is before the patient was born. Check the date."
+        "prior_studies.0.study_date": f"This date is before the patient was born "
+        f"({born_text(born)}). Check the date."
     }
+    # An earlier scan both after the main scan (the plugin's rule) and before birth (core's
+    # rule): core's message is the one shown.
+    born = LAST_YEAR + timedelta(days=20)
+    later = (LAST_YEAR + timedelta(days=10)).isoformat()
+    errors = cross(host, "radiology", data, born=born, **{"prior_studies.0.study_date": later})
+    assert set(errors) == {"study_date", "prior_studies.0.study_date"}
+    assert errors["prior_studies.0.study_date"].startswith("This date is before the patient")
 
     later = (LAST_YEAR + timedelta(days=10)).isoformat()
     errors = cross(host, "radiology", data, **{"prior_studies.0.study_date": later})
@@ -551,36 +572,120 @@ def test_radiology_cross_field_rules(host: PluginHost) -> None:
 # --- hooks ------------------------------------------------------------------------------------
 
 
-def test_hook_consilium_validate_intake(host: PluginHost) -> None:
+SPY = Specialty(slug="spy", title="Spy", summary="Choose this when…")
+
+
+class Spy:
+    """A plugin whose hooks have no `if specialty.slug != …` guard: core must call them for its
+    own specialty only."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl
+    def consilium_specialties(self) -> list[Specialty]:
+        return [SPY]
+
+    @hookimpl
+    def consilium_validate_intake(self, specialty: Specialty) -> dict[str, str]:
+        self.calls.append(specialty.slug)
+        return {"anything": "The spy's rule."}
+
+
+def test_hook_consilium_validate_intake(tmp_path: Path) -> None:
+    spy = Spy()
+    host = PluginHost.load(make_settings(tmp_path, None), extra=[("spy", spy)])
+    born = date(2005, 1, 1)
+    # Each built-in's own rules, for its own specialty (called with keyword arguments; a
+    # plugin takes only those it uses).
+    rules = {
+        "surgical": ({"comorbidities": ["none", "diabetes"]}, "comorbidities"),
+        "pathology": ({"tests_done": ["unknown", "he"]}, "tests_done"),
+        "radiology": ({"modality": "mammogram", "body_part": "chest"}, "body_part"),
+    }
+    for slug, (values, name) in rules.items():
+        assert set(MODULES[slug].consilium_validate_intake(values=values)) == {name}
+        assert set(host.validate_intake(specialty(slug), values, born)) == {name}
+    assert not hasattr(plugins.general, "consilium_validate_intake")  # it needs none
+
+    # The date-of-birth rules are core's (not_before_birth): no plugin repeats them.
     bad_dates = {
         "general": {"diagnosis_date": "2000-01-01"},
         "surgical": {"prior_surgeries": [{"operation": "x", "year": 2000, "hospital": None}]},
         "pathology": {"collection_date": "2000-01-01"},
         "radiology": {"study_date": "2000-01-01"},
     }
-    born = date(2005, 1, 1)
-    for slug, module in MODULES.items():
-        spec = specialty(slug)
-        # Each plugin answers for its own specialty only, and None when all is well.
-        for other, values in bad_dates.items():
-            result = module.consilium_validate_intake(
-                specialty=spec if other == slug else specialty(other),
-                values=values,
-                subject_birth_date=born,
-            )
-            assert (result is not None) == (other == slug), (slug, other)
-        assert (
-            module.consilium_validate_intake(
-                specialty=spec, values=bad_dates[slug], subject_birth_date=None
-            )
-            is None
-        )
-        # Through the host, only the owner's messages come back.
-        errors = host.validate_intake(spec, bad_dates[slug], born)
+    for slug, values in bad_dates.items():
+        errors = host.validate_intake(specialty(slug), values, born)
         assert len(errors) == 1 and "before the patient was born" in next(iter(errors.values()))
+        assert host.validate_intake(specialty(slug), values, None) == {}
+    for path in (Path(__file__).parents[1] / "plugins").rglob("*.py"):
+        assert "birth_date" not in path.read_text(), path  # no plugin compares with it
 
+    # A plugin's hook is called for its own specialty only.
+    assert spy.calls == []
+    assert host.validate_intake(SPY, {}, born) == {"anything": "The spy's rule."}
+    assert spy.calls == ["spy"]
     stranger = Specialty(slug="cardiology", title="Cardiology", summary="Choose this when…")
     assert host.validate_intake(stranger, {"study_date": "2000-01-01"}, born) == {}
+    assert spy.calls == ["spy"]
+
+
+def test_not_before_birth_is_a_form_rule() -> None:
+    form = Form(
+        version=1,
+        fields=(
+            DateField(name="seen", label="Seen", not_before_birth=True),
+            DateField(name="free", label="Any date"),
+            Repeating(
+                name="operations",
+                label="Operations",
+                fields=(
+                    Year(name="year", label="Year", required=True, not_before_birth=True),
+                    DateField(name="on", label="On", not_before_birth=True),
+                ),
+            ),
+        ),
+    )
+    born = date(2001, 6, 15)
+    raw = {
+        "seen": "2001-06-14",
+        "free": "1999-01-01",
+        "operations.3.year": "2000",
+        "operations.7.year": "2001",
+        "operations.7.on": "2001-06-15",
+        "operations.9.year": "2005",
+        "operations.9.on": "2001-01-31",
+    }
+    values, errors = form.validate(MappingFormData(raw))
+    assert errors == {}  # a field's own checks know nothing of the date of birth
+    # Keys as for consilium_validate_intake: an item by its position in the cleaned list.
+    assert form.check_subject(values, born) == {
+        "seen": "This date is before the patient was born (15 Jun 2001). Check the date.",
+        "operations.0.year": "This year is before the patient was born (2001). Check the year.",
+        "operations.2.on": "This date is before the patient was born (15 Jun 2001). "
+        "Check the date.",
+    }
+    assert form.check_subject(values, None) == {}  # not known yet: nothing to check
+    assert form.check_subject({"seen": None, "operations": []}, born) == {}
+
+    # A year is a whole number from 1900 to this year, stored as an int.
+    year = Year(name="year", label="Year")
+    assert year.kind == "number" and year.clean(MappingFormData({"year": "2019"}), "") == (
+        2019,
+        None,
+    )
+    assert year.clean(MappingFormData({"year": "1899"}), "")[1] == "Enter 1900 or more."
+    future = str(TODAY.year + 1)
+    assert year.clean(MappingFormData({"year": future}), "") == (
+        future,
+        f"This year is in the future. Enter {TODAY.year} or earlier.",
+    )
+    assert Year(name="year", label="Year", allow_future=True).clean(
+        MappingFormData({"year": future}), ""
+    ) == (TODAY.year + 1, None)
+    with pytest.raises(ValueError, match="whole number"):
+        Form(version=1, fields=(Year(name="year", label="Year", decimals=1),))
 
 
 def test_hook_consilium_assets(host: PluginHost) -> None:

@@ -545,10 +545,8 @@ async def test_s3_backend_through_the_app(
     """The app configured for S3 (nothing else prepared): its start creates the bucket; a
     one-request and a resumable upload go in sealed and come back bit-identical; the bucket
     holds exactly the two records (no upload parts left), and no plaintext."""
-    from core.app import create_app
-    from core.db import configure_database
     from core.documents.tables import Document
-    from tests.conftest import make_settings, open_client
+    from tests.conftest import make_app, make_settings, open_client
     from tests.test_documents import CANARY, PDF, files_under, new_case, upload
 
     bucket = f"app-{uuid.uuid4().hex[:12]}"
@@ -563,8 +561,7 @@ async def test_s3_backend_through_the_app(
         s3_region=seaweed.region,
         upload_chunk_bytes=MiB,
     )
-    configure_database(settings)
-    app = create_app(settings)
+    app = make_app(settings)
     chunked = b"%PDF-1.7\n" + os.urandom(MiB) + CANARY + os.urandom(2 * MiB) + b"\n%%EOF\n"
     store = S3Store(
         seaweed.endpoint_url, bucket, seaweed.access_key, seaweed.secret_key, seaweed.region

@@ -10,14 +10,13 @@ from contextlib import aclosing
 
 import pytest
 
-from core import db
 from core.audit.tables import AuditEvent
 from core.cases import service as cases
 from core.cases.tables import CaseEvent
 from core.payments import service as payments
 from core.payments.tables import LedgerEntry, Payment, WebhookEvent
 from tests import stripe_emulator
-from tests.conftest import make_settings
+from tests.conftest import make_settings, use_settings
 from tests.payment_support import add_letter, submitted_case, with_checkup
 from tests.support import post_form, read_mail
 from tests.test_payments import patient_client, staff_client
@@ -41,8 +40,8 @@ def settings(tmp_path, database_url, emulator):
         stripe_webhook_secret=stripe_emulator.WEBHOOK_SECRET,
         stripe_api_base=emulator.url,
     )
-    db.configure_database(result)
-    return result
+    with use_settings(result):
+        yield result
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Upload quotas over HTTP (SECURITY.md item 13): the per-account limit counts every case of the
+"""Upload quotas over HTTP (docs/security.md 13): the per-account limit counts every case of the
 account, the per-case limit one case; a refusal is a 413 with a sentence a person can act on,
 and leaves no document row and no file in the store, on the one-request and resumable paths."""
 
@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.db import configure_database
 from core.documents.tables import Document, UploadSession
-from tests.conftest import make_settings
+from tests.conftest import make_app, make_settings, use_settings
 from tests.support import csrf_token
 from tests.test_documents import files_under, multipart, new_case
 
@@ -36,8 +35,8 @@ def settings(tmp_path: Path, database_url: str | None):
         max_case_bytes=1024 * KiB,
         upload_chunk_bytes=CHUNK,
     )
-    configure_database(result)
-    return result
+    with use_settings(result):
+        yield result
 
 
 async def another_case(client: httpx.AsyncClient) -> str:
@@ -145,12 +144,10 @@ async def test_account_limit_on_the_resumable_path(client, settings) -> None:
 
 
 async def test_case_limit_on_the_one_request_path(tmp_path: Path, database_url) -> None:
-    from core.app import create_app
     from tests.conftest import open_client
 
     settings = make_settings(tmp_path, database_url, max_case_bytes=300 * KiB)
-    configure_database(settings)
-    async with open_client(create_app(settings)) as client:
+    async with open_client(make_app(settings)) as client:
         _, uid = await new_case(client, "case-quota@example.com")
         assert (await one_request(client, uid, pdf(200 * KiB))).status_code == 303
         objects_before, _ = store_files(settings)

@@ -1,4 +1,4 @@
-"""Password hashing (argon2id) and the password policy (SECURITY.md 1).
+"""Password hashing (argon2id) and the password policy (docs/security.md 1).
 
 Policy follows NIST SP 800-63B / ASVS 6.2: at least 8 characters, long passphrases welcome,
 no composition rules, and a blocklist of common passwords. The length cap keeps hashing from

@@ -8,14 +8,12 @@ from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
-from core import runtime
+from core import context
 from core.accounts import second_factor
 from core.accounts import service as accounts
 from core.accounts.tables import User
+from core.roles import AUTH_ENROL, AUTH_FULL, AUTH_SECOND_FACTOR
 from core.security import (
-    AUTH_ENROL,
-    AUTH_FULL,
-    AUTH_SECOND_FACTOR,
     device_cookie,
     device_cookie_name,
     end_session,
@@ -39,7 +37,7 @@ R = TypeVar("R", bound=Response)
 
 def _remember_device(response: R, user: User) -> R:
     """The browser completed a sign-in: give it a new device cookie (see accounts.service)."""
-    response.set_cookie(device_cookie(runtime.settings(), accounts.new_device_cookie(user)))
+    response.set_cookie(device_cookie(context.settings(), accounts.new_device_cookie(user)))
     return response
 
 
@@ -65,7 +63,7 @@ class SignInController(Controller):
             data.get("email", ""),
             data.get("password", ""),
             ip=client_ip(request),
-            device_cookie=request.cookies.get(device_cookie_name(runtime.settings())),
+            device_cookie=request.cookies.get(device_cookie_name(context.settings())),
         )
         if result.user is None or result.level is None:
             message = _wait_message(result.retry_after) if result.retry_after else None
@@ -129,7 +127,7 @@ class RegistrationController(Controller):
                 country=data.get("country", ""),
                 ip=client_ip(request),
             )
-        except accounts.ValidationFailed as failed:
+        except accounts.InvalidInput as failed:
             return page(
                 request,
                 "accounts/register.html",
@@ -202,7 +200,7 @@ class ResetController(Controller):
                 await accounts.reset_password(
                     token, data.get("password", ""), ip=client_ip(request)
                 )
-            except accounts.ValidationFailed as failed:
+            except accounts.InvalidInput as failed:
                 if "token" in failed.errors:
                     return redirect("/reset", "link-invalid")
                 errors = failed.errors
@@ -259,7 +257,7 @@ class AccountController(Controller):
                 country=data.get("country", ""),
                 ip=client_ip(request),
             )
-        except accounts.ValidationFailed as failed:
+        except accounts.InvalidInput as failed:
             return await self._render(request, 400, values=data, errors=failed.errors)
         return redirect("/account", "profile-saved")
 
@@ -276,7 +274,7 @@ class AccountController(Controller):
                 data.get("new_password", ""),
                 ip=client_ip(request),
             )
-        except accounts.ValidationFailed as failed:
+        except accounts.InvalidInput as failed:
             return await self._render(request, 400, password_errors=failed.errors)
         start_session(request, user, AUTH_FULL)  # this device stays signed in, with a new id
         return redirect("/account", "password-changed")

@@ -1,4 +1,4 @@
-"""TOTP two-factor authentication (SECURITY.md 2) and recovery codes.
+"""TOTP two-factor authentication (docs/security.md 2) and recovery codes.
 
 A code's 30-second time step is accepted once only (ASVS 6.3.2): the last used step is stored
 and advanced with a conditional UPDATE, so two simultaneous uses of one code cannot both pass.
@@ -14,25 +14,25 @@ import io
 import os
 import secrets
 import time
-from datetime import UTC, datetime
 
 import pyotp
 import qrcode
 import qrcode.image.svg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from core import db, runtime
+from core import clock, context, db
 from core.accounts import passwords
 from core.accounts.tables import RecoveryCode, User
 from core.audit import service as audit
-from core.security import STAFF_ROLES, derive_key
+from core.keys import derive_key
+from core.roles import STAFF_ROLES
 
 RECOVERY_CODE_COUNT = 10
 ISSUER = "Consilium"
 
 
 def _aead() -> AESGCM:
-    return AESGCM(derive_key(runtime.settings(), "totp-secret"))
+    return AESGCM(derive_key(context.settings(), "totp-secret"))
 
 
 def seal_secret(user: User, secret: str) -> str:
@@ -53,7 +53,7 @@ def new_secret() -> str:
 
 
 def provisioning_uri(user: User, secret: str) -> str:
-    issuer = runtime.settings().hospital_name or ISSUER
+    issuer = context.settings().hospital_name or ISSUER
     return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=issuer)
 
 
@@ -96,7 +96,7 @@ async def _use_step(user: User, step: int) -> bool:
 
 async def _use_recovery_code(user: User, code: str) -> bool:
     updated = (
-        await RecoveryCode.update({RecoveryCode.used_at: datetime.now(UTC)})
+        await RecoveryCode.update({RecoveryCode.used_at: clock.now()})
         .where(
             (RecoveryCode.user == user.id)
             & (RecoveryCode.code_hash == _hash_recovery(code))
@@ -143,7 +143,7 @@ async def enable(user: User, secret: str, code: str, *, ip: str | None) -> list[
         await User.update(
             {
                 User.totp_secret: seal_secret(user, secret),
-                User.totp_enabled_at: datetime.now(UTC),
+                User.totp_enabled_at: clock.now(),
                 User.totp_last_step: step,
             }
         ).where(User.id == user.id)

@@ -1,11 +1,11 @@
 """Accounts: registration, sign-in, second factor, resets, profiles and staff.
 
 Every function here is callable without HTTP (tests, CLI). Answers never reveal whether an
-email has an account (SECURITY.md 3): registration and reset behave the same either way (a reset
-request only queues a row; the outbox worker looks the address up), and a failed sign-in costs
-the same time and gives the same message.
+email has an account (docs/security.md 3): registration and reset behave the same either way
+(a reset request only queues a row; the outbox worker looks the address up), and a failed
+sign-in costs the same time and gives the same message.
 
-Guessing passwords (SECURITY.md 4) is slowed with OWASP's device cookies
+Guessing passwords (docs/security.md 4) is slowed with OWASP's device cookies
 (https://owasp.org/www-community/Slow_Down_Online_Guessing_Attacks_with_Device_Cookies). A
 browser that signed in gets a device cookie: an HMAC of the account's email, a random nonce and
 a MAC over both, under keys derived from the secret. Wrong passwords sent without a valid device
@@ -21,14 +21,14 @@ import base64
 import hmac
 import logging
 import secrets
-import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
-from core import db, runtime
+from core import clock, context, db
 from core.accounts import passwords, second_factor
 from core.accounts.tables import (
     AuthToken,
@@ -38,16 +38,11 @@ from core.accounts.tables import (
     User,
 )
 from core.audit import service as audit
+from core.errors import InvalidInput
+from core.ids import parse_uuid
+from core.keys import derive_key
 from core.notifications import service as notifications
-from core.security import (
-    ADMIN,
-    AUTH_ENROL,
-    AUTH_FULL,
-    AUTH_SECOND_FACTOR,
-    PATIENT,
-    STAFF_ROLES,
-    derive_key,
-)
+from core.roles import ADMIN, AUTH_ENROL, AUTH_FULL, AUTH_SECOND_FACTOR, PATIENT, STAFF_ROLES
 from core.tokens import new_token, token_hash
 
 VERIFY_EMAIL = "verify_email"
@@ -72,18 +67,6 @@ _COUNTRY_CODES = {code for code, _ in COUNTRIES}
 log = logging.getLogger("consilium.accounts")
 
 
-class ValidationFailed(Exception):
-    """Bad input; `errors` maps each field name to a message for the person."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("invalid input")
-        self.errors = errors
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 def normalise_email(email: str) -> str:
     return email.strip().lower()
 
@@ -102,23 +85,36 @@ def _email_problem(email: str) -> str | None:
 
 
 async def get_active_user(uid: str) -> User | None:
-    try:
-        parsed = uuid.UUID(uid)
-    except ValueError:
+    parsed = parse_uuid(uid)
+    if parsed is None:
         return None
     return await User.objects().where((User.uid == parsed) & (User.is_active.eq(True))).first()
 
 
 async def get_user(uid: str) -> User | None:
-    try:
-        parsed = uuid.UUID(uid)
-    except ValueError:
+    parsed = parse_uuid(uid)
+    if parsed is None:
         return None
     return await User.objects().where(User.uid == parsed).first()
 
 
 async def get_user_by_email(email: str) -> User | None:
     return await User.objects().where(User.email == normalise_email(email)).first()
+
+
+async def uids_with_email(email: str) -> list[str]:
+    """The uid of the account with this email, as a list (empty when there is none)."""
+    rows = await User.select(User.uid).where(User.email == normalise_email(email))
+    return [str(row["uid"]) for row in rows]
+
+
+async def emails_by_uid(uids: Iterable[str]) -> dict[str, str]:
+    """uid → email for the accounts among `uids` (others, and ids that are not uids, left out)."""
+    wanted = {parsed for parsed in (parse_uuid(uid) for uid in uids) if parsed}
+    if not wanted:
+        return {}
+    rows = await User.select(User.uid, User.email).where(User.uid.is_in(list(wanted)))
+    return {str(row["uid"]): row["email"] for row in rows}
 
 
 # Tokens ------------------------------------------------------------------------------------
@@ -131,7 +127,7 @@ async def _issue_token(user: User, purpose: str) -> str:
             purpose=purpose,
             token_hash=hashed,
             user=user.id,
-            expires_at=now() + TOKEN_LIFETIME[purpose],
+            expires_at=clock.now() + TOKEN_LIFETIME[purpose],
         )
     )
     return token
@@ -145,7 +141,7 @@ async def peek_token(token: str, *purposes: str) -> User | None:
             (AuthToken.token_hash == token_hash(token))
             & AuthToken.purpose.is_in(list(purposes))
             & AuthToken.used_at.is_null()
-            & (AuthToken.expires_at > now())
+            & (AuthToken.expires_at > clock.now())
         )
         .first()
     )
@@ -157,12 +153,12 @@ async def peek_token(token: str, *purposes: str) -> User | None:
 async def _use_token(token: str, *purposes: str) -> tuple[User, str] | None:
     """Mark a token used, atomically: of two concurrent uses only one succeeds."""
     used = (
-        await AuthToken.update({AuthToken.used_at: now()})
+        await AuthToken.update({AuthToken.used_at: clock.now()})
         .where(
             (AuthToken.token_hash == token_hash(token))
             & AuthToken.purpose.is_in(list(purposes))
             & AuthToken.used_at.is_null()
-            & (AuthToken.expires_at > now())
+            & (AuthToken.expires_at > clock.now())
         )
         .returning(AuthToken.user, AuthToken.purpose)
     )
@@ -175,7 +171,7 @@ async def _use_token(token: str, *purposes: str) -> tuple[User, str] | None:
 
 
 def _link(path: str) -> str:
-    return f"{runtime.settings().base_url}{path}"
+    return f"{context.settings().base_url}{path}"
 
 
 # Registration ------------------------------------------------------------------------------
@@ -209,7 +205,7 @@ async def register_patient(
     if problem := passwords.policy_problem(password, email=email, name=full_name):
         errors["password"] = problem
     if errors:
-        raise ValidationFailed(errors)
+        raise InvalidInput(errors)
     password_hash = await passwords.hash_password(password)
     async with db.transaction():
         existing = await get_user_by_email(email)
@@ -254,7 +250,7 @@ async def confirm_email(token: str, *, ip: str | None) -> bool:
         if used is None:
             return False
         user, _ = used
-        await User.update({User.email_verified_at: now()}).where(User.id == user.id)
+        await User.update({User.email_verified_at: clock.now()}).where(User.id == user.id)
         await audit.record("account.email_verified", actor=user, subject_uid=str(user.uid), ip=ip)
     return True
 
@@ -272,7 +268,7 @@ class SignIn:
 
 
 def _throttle_key(kind: str, value: str) -> str:
-    key = derive_key(runtime.settings(), "login-throttle")
+    key = derive_key(context.settings(), "login-throttle")
     return hmac.new(key, f"{kind}:{value}".encode(), "sha256").hexdigest()
 
 
@@ -280,7 +276,7 @@ async def _throttle_wait(key: str) -> int:
     row = await LoginThrottle.objects().where(LoginThrottle.key == key).first()
     if row is None or row.blocked_until is None:
         return 0
-    remaining = (row.blocked_until - now()).total_seconds()
+    remaining = (row.blocked_until - clock.now()).total_seconds()
     return max(0, int(remaining + 0.999))
 
 
@@ -294,7 +290,7 @@ async def _throttle_fail(key: str) -> None:
         blocked_until = None
         if failures >= FREE_FAILURES:
             delay = min(FIRST_DELAY * 2 ** (failures - FREE_FAILURES), MAX_DELAY)
-            blocked_until = now() + delay
+            blocked_until = clock.now() + delay
         await LoginThrottle.update(
             {LoginThrottle.failures: failures, LoginThrottle.blocked_until: blocked_until}
         ).where(LoginThrottle.key == key)
@@ -305,12 +301,12 @@ async def _throttle_clear(key: str) -> None:
 
 
 def _device_mac(body: str) -> str:
-    key = derive_key(runtime.settings(), "device-cookie")
+    key = derive_key(context.settings(), "device-cookie")
     return _b64(hmac.new(key, body.encode(), "sha256").digest())
 
 
 def _device_account(email: str) -> str:
-    key = derive_key(runtime.settings(), "device-cookie-account")
+    key = derive_key(context.settings(), "device-cookie-account")
     return _b64(hmac.new(key, normalise_email(email).encode(), "sha256").digest()[:16])
 
 
@@ -373,7 +369,7 @@ async def sign_in(
         )
         return SignIn()
     await _throttle_clear(key)
-    values: dict = {User.last_login_at: now()}
+    values: dict = {User.last_login_at: clock.now()}
     if needs_rehash:
         values[User.password_hash] = await passwords.hash_password(password)
     await User.update(values).where(User.id == user.id)
@@ -476,10 +472,10 @@ async def _set_password(user: User, password_hash: str) -> User:
         {
             User.password_hash: password_hash,
             User.session_epoch: User.session_epoch + 1,
-            User.email_verified_at: user.email_verified_at or now(),
+            User.email_verified_at: user.email_verified_at or clock.now(),
         }
     ).where(User.id == user.id)
-    await AuthToken.update({AuthToken.used_at: now()}).where(
+    await AuthToken.update({AuthToken.used_at: clock.now()}).where(
         (AuthToken.user == user.id)
         & AuthToken.purpose.is_in([RESET_PASSWORD, STAFF_INVITE])
         & AuthToken.used_at.is_null()
@@ -490,17 +486,17 @@ async def _set_password(user: User, password_hash: str) -> User:
 
 
 async def reset_password(token: str, password: str, *, ip: str | None) -> User:
-    """Use a reset (or staff invite) link. Raises ValidationFailed; the token stays usable then."""
+    """Use a reset (or staff invite) link. Raises InvalidInput; the token stays usable then."""
     user = await peek_token(token, RESET_PASSWORD, STAFF_INVITE)
     if user is None:
-        raise ValidationFailed({"token": "This link has expired or was already used."})
+        raise InvalidInput({"token": "This link has expired or was already used."})
     if problem := passwords.policy_problem(password, email=user.email, name=user.full_name):
-        raise ValidationFailed({"password": problem})
+        raise InvalidInput({"password": problem})
     password_hash = await passwords.hash_password(password)
     async with db.transaction():
         used = await _use_token(token, RESET_PASSWORD, STAFF_INVITE)
         if used is None:
-            raise ValidationFailed({"token": "This link has expired or was already used."})
+            raise InvalidInput({"token": "This link has expired or was already used."})
         user, purpose = used
         user = await _set_password(user, password_hash)
         await _throttle_clear(_throttle_key("email", user.email))
@@ -520,7 +516,7 @@ async def change_password(user: User, current: str, new: str, *, ip: str | None)
     elif problem := passwords.policy_problem(new, email=user.email, name=user.full_name):
         errors["new_password"] = problem
     if errors:
-        raise ValidationFailed(errors)
+        raise InvalidInput(errors)
     password_hash = await passwords.hash_password(new)
     async with db.transaction():
         user = await _set_password(user, password_hash)
@@ -547,7 +543,7 @@ async def update_profile(
     user: User, *, full_name: str, phone: str, country: str, ip: str | None
 ) -> None:
     if errors := _profile_errors(full_name, phone, country):
-        raise ValidationFailed(errors)
+        raise InvalidInput(errors)
     async with db.transaction():
         await User.update(
             {User.full_name: full_name.strip(), User.phone: phone.strip(), User.country: country}
@@ -612,18 +608,18 @@ async def create_staff(
     if password is not None and (problem := passwords.policy_problem(password, email=email)):
         errors["password"] = problem
     if errors:
-        raise ValidationFailed(errors)
+        raise InvalidInput(errors)
     password_hash = await passwords.hash_password(password) if password else None
     async with db.transaction():
         if await get_user_by_email(email) is not None:
-            raise ValidationFailed({"email": "An account with this email already exists."})
+            raise InvalidInput({"email": "An account with this email already exists."})
         user = User(
             email=email,
             full_name=full_name.strip(),
             role=role,
             bio=bio.strip(),
             password_hash=password_hash,
-            email_verified_at=now() if password else None,
+            email_verified_at=clock.now() if password else None,
         )
         await User.insert(user)
         await _set_specialties(user, specialties if role == "doctor" else [])
@@ -654,12 +650,12 @@ async def update_staff(
     ip: str | None,
 ) -> None:
     if target.role not in STAFF_ROLES:
-        raise ValidationFailed({"role": "Only staff accounts are managed here."})
+        raise InvalidInput({"role": "Only staff accounts are managed here."})
     errors = _staff_errors(full_name, role, specialties, known_specialties)
     if target.id == by.id and role != target.role:
         errors["role"] = "You cannot change your own role."
     if errors:
-        raise ValidationFailed(errors)
+        raise InvalidInput(errors)
     async with db.transaction():
         values: dict = {User.full_name: full_name.strip(), User.bio: bio.strip(), User.role: role}
         if role != target.role:
@@ -689,7 +685,7 @@ async def update_staff(
 async def set_active(target: User, active: bool, *, by: User, ip: str | None) -> None:
     """Disable (ending every session at once) or re-enable an account."""
     if target.id == by.id:
-        raise ValidationFailed({"account": "You cannot disable your own account."})
+        raise InvalidInput({"account": "You cannot disable your own account."})
     async with db.transaction():
         await User.update(
             {User.is_active: active, User.session_epoch: User.session_epoch + 1}

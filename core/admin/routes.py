@@ -9,7 +9,8 @@ from litestar.response import Redirect, Template
 
 from core.accounts import service as accounts
 from core.accounts.tables import User
-from core.security import ADMIN, STAFF_ROLES, role_guard
+from core.roles import ADMIN, STAFF_ROLES
+from core.security import role_guard
 from core.web import client_ip, page, redirect
 
 ROLE_CHOICES = [("doctor", "Doctor"), ("coordinator", "Coordinator"), ("admin", "Admin")]
@@ -76,7 +77,7 @@ class StaffController(Controller):
                 by=request.user,
                 ip=client_ip(request),
             )
-        except accounts.ValidationFailed as failed:
+        except accounts.InvalidInput as failed:
             return self._form(
                 request, 400, values=values, chosen=chosen, member=None, errors=failed.errors
             )
@@ -104,7 +105,7 @@ class StaffController(Controller):
                 by=request.user,
                 ip=client_ip(request),
             )
-        except accounts.ValidationFailed as failed:
+        except accounts.InvalidInput as failed:
             return self._form(
                 request, 400, values=values, chosen=chosen, member=member, errors=failed.errors
             )
@@ -115,7 +116,7 @@ class StaffController(Controller):
         member = await _staff_member(uid)
         try:
             await accounts.set_active(member, False, by=request.user, ip=client_ip(request))
-        except accounts.ValidationFailed:
+        except accounts.InvalidInput:
             return redirect(f"/admin/staff/{uid}")
         return redirect("/admin/staff", "staff-disabled")
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
-from core import db
+from core import commands
 from core.audit import service
-from core.settings import ConfigurationError, load_settings
 
 
 @click.group("audit")
@@ -19,12 +16,7 @@ def audit() -> None:
 @audit.command("verify")
 def verify() -> None:
     """Walk the whole hash chain; exit 1 when a row was altered, deleted or reordered."""
-    try:
-        settings = load_settings()
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
-    db.configure_database(settings)
-    report = asyncio.run(service.verify_chain())
+    report = commands.run(commands.settings_or_exit(), service.verify_chain)
     if report.intact:
         click.echo(f"audit log intact: {report.rows} rows")
         return

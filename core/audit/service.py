@@ -14,19 +14,26 @@ import ipaddress
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from hashlib import sha256
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from core import db, runtime
+from core import clock, context, db
 from core.audit.tables import AuditEvent
-from core.security import derive_key
+from core.ids import parse_uuid
+from core.keys import derive_key
 
-if TYPE_CHECKING:
-    from core.accounts.tables import User
+
+class Actor(Protocol):
+    """Who did it: a signed-in account (core.accounts.tables.User has these). The audit log is
+    below accounts, so it names only what it stores."""
+
+    uid: Any
+    role: str
+
 
 GENESIS = "0" * 64
 # Any constant works; it only has to be the same in every process writing the log.
@@ -78,19 +85,17 @@ class AuditError(ValueError):
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One event as the admin page shows it (emails joined from the accounts table)."""
+    """One event as stored (accounts are named by uid; the admin page looks their emails up)."""
 
     seq: int
     at: datetime
     actor_uid: str | None
-    actor_email: str | None
     actor_role: str | None
     action: str
     object_type: str | None
     object_id: str | None
     case_id: str | None
     subject_uid: str | None
-    subject_email: str | None
     outcome: str
     ip: str | None
     details: dict[str, Any]
@@ -120,7 +125,7 @@ class VerifyReport:
 async def record(
     action: str,
     *,
-    actor: User | None = None,
+    actor: Actor | None = None,
     actor_role: str | None = None,
     object_type: str | None = None,
     object_id: str | None = None,
@@ -132,7 +137,7 @@ async def record(
 ) -> None:
     """Append one event to the audit log.
 
-    `actor` is the signed-in `User` (None for the system or an anonymous visitor); only its uid
+    `actor` is the signed-in account (None for the system or an anonymous visitor); only its uid
     and role are stored. `subject_uid` is the patient or user the event is about, so patients
     can see who opened their records and admins can filter by patient.
 
@@ -162,14 +167,10 @@ async def record(
         await _lock_chain()
         last = await _last_link()
         row["seq"] = last[0] + 1
-        row["at"] = _now()  # taken under the lock, so time follows seq
+        row["at"] = clock.now()  # taken under the lock, so time follows seq
         row["prev_hash"] = last[1]
         row["hash"] = chain_mac(key, last[1], row)
         await AuditEvent.insert(AuditEvent(**row))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _lock_chain() -> None:
@@ -185,6 +186,20 @@ async def _last_link() -> tuple[int, str]:
         .first()
     )
     return (last["seq"], last["hash"]) if last else (0, GENESIS)
+
+
+async def record_about(action: str, about: Any, *, case: Any = None, **fields: Any) -> None:
+    """One event about one object (a case, a document, a payment, a provider link…), of a case:
+    the object's type is the action's first word ("document.upload" → "document"), its id is
+    the object's uid (`about` is the row, or its uid); `case` is the case's row or uid. The
+    other fields are `record`'s."""
+    await record(
+        action,
+        object_type=action.split(".", 1)[0],
+        object_id=str(getattr(about, "uid", about)),
+        case_id=None if case is None else str(getattr(case, "uid", case)),
+        **fields,
+    )
 
 
 def _check_action(action: str) -> str:
@@ -211,10 +226,10 @@ def _short(value: object, name: str) -> str | None:
 def _normalise_uid(value: str | uuid.UUID | None) -> str | None:
     if value is None:
         return None
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise AuditError(f"subject_uid is not a UUID: {value!r}") from None
+    parsed = parse_uuid(value)
+    if parsed is None:
+        raise AuditError(f"subject_uid is not a UUID: {value!r}")
+    return str(parsed)
 
 
 def _normalise_ip(value: str | None) -> str | None:
@@ -254,7 +269,7 @@ def _is_scalar(value: object) -> bool:
 
 
 def _chain_key() -> bytes:
-    return derive_key(runtime.settings(), "audit-chain")
+    return derive_key(context.settings(), "audit-chain")
 
 
 def format_chain_time(at: datetime) -> str:
@@ -324,10 +339,9 @@ async def search(
     *,
     date_from: date | datetime | None = None,
     date_to: date | datetime | None = None,
-    actor_email: str | None = None,
+    actor_uids: list[str] | None = None,
     action: str | None = None,
-    subject_uid: str | uuid.UUID | None = None,
-    subject_email: str | None = None,
+    subject_uids: list[str | uuid.UUID] | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> SearchPage:
@@ -335,8 +349,8 @@ async def search(
 
     Dates are whole days in the deployment's time zone, both ends included (a datetime is
     taken as an exact bound, `date_to` exclusive). `action` matches itself and its dotted
-    children ("login" finds "login.success" and "login.failure"). Emails match exactly
-    (they are stored normalised).
+    children ("login" finds "login.success" and "login.failure"). `actor_uids` and
+    `subject_uids` (None: any) match any of the accounts given; an empty list matches nothing.
     """
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     offset = max(0, offset)
@@ -348,23 +362,23 @@ async def search(
         query = query.where(AuditEvent.at < _day_end(date_to))
     if action:
         query = query.where((AuditEvent.action == action) | AuditEvent.action.like(f"{action}.%"))
-    if actor_email:
-        actor_uids = await _uids_for_email(actor_email)
-        if not actor_uids:
+    for column, uids in (
+        (AuditEvent.actor_uid, actor_uids),
+        (AuditEvent.subject_uid, subject_uids),
+    ):
+        if uids is None:
+            continue
+        wanted = [uid for uid in (_normalise_or_none(value) for value in uids) if uid]
+        if not wanted:
             return empty
-        query = query.where(AuditEvent.actor_uid.is_in(actor_uids))
-    subjects = await _subject_uids(subject_uid, subject_email)
-    if subjects is not None:
-        if not subjects:
-            return empty
-        query = query.where(AuditEvent.subject_uid.is_in(subjects))
+        query = query.where(column.is_in(wanted))
     rows = await query.limit(limit + 1).offset(offset)
-    entries = await _entries(rows[:limit])
+    entries = [_entry(row) for row in rows[:limit]]
     return SearchPage(entries=entries, has_more=len(rows) > limit, limit=limit, offset=offset)
 
 
 def _zone() -> ZoneInfo:
-    return ZoneInfo(runtime.settings().time_zone)
+    return ZoneInfo(context.settings().time_zone)
 
 
 def _day_start(value: date | datetime) -> datetime:
@@ -379,66 +393,28 @@ def _day_end(value: date | datetime) -> datetime:
     return _day_start(value + timedelta(days=1))
 
 
-async def _uids_for_email(email: str) -> list[str]:
-    from core.accounts.tables import User
-
-    rows = await User.select(User.uid).where(User.email == email.strip().lower())
-    return [str(row["uid"]) for row in rows]
-
-
-async def _subject_uids(
-    subject_uid: str | uuid.UUID | None, subject_email: str | None
-) -> list[str] | None:
-    """None: no subject filter; a list (maybe empty): the subjects to match."""
-    if subject_uid is not None:
-        try:
-            return [_normalise_uid(subject_uid)]  # type: ignore[list-item]
-        except AuditError:
-            return []
-    if subject_email:
-        return await _uids_for_email(subject_email)
-    return None
+def _normalise_or_none(value: str | uuid.UUID) -> str | None:
+    try:
+        return _normalise_uid(value)
+    except AuditError:
+        return None
 
 
-async def _entries(rows: list[dict[str, Any]]) -> list[AuditEntry]:
-    emails = await _emails_for(
-        uid for row in rows for uid in (row["actor_uid"], row["subject_uid"]) if uid
+def _entry(row: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        seq=row["seq"],
+        at=row["at"],
+        actor_uid=row["actor_uid"],
+        actor_role=row["actor_role"],
+        action=row["action"],
+        object_type=row["object_type"],
+        object_id=row["object_id"],
+        case_id=row["case_id"],
+        subject_uid=row["subject_uid"],
+        outcome=row["outcome"],
+        ip=row["ip"],
+        details=_parse_details(row["details"]),
     )
-    return [
-        AuditEntry(
-            seq=row["seq"],
-            at=row["at"],
-            actor_uid=row["actor_uid"],
-            actor_email=emails.get(row["actor_uid"]),
-            actor_role=row["actor_role"],
-            action=row["action"],
-            object_type=row["object_type"],
-            object_id=row["object_id"],
-            case_id=row["case_id"],
-            subject_uid=row["subject_uid"],
-            subject_email=emails.get(row["subject_uid"]),
-            outcome=row["outcome"],
-            ip=row["ip"],
-            details=_parse_details(row["details"]),
-        )
-        for row in rows
-    ]
-
-
-async def _emails_for(uids: Iterable[str]) -> dict[str, str]:
-    """uid → email; a separate query because audit ids are text, account ids are UUIDs."""
-    from core.accounts.tables import User
-
-    wanted = set()
-    for uid in uids:
-        try:
-            wanted.add(uuid.UUID(uid))
-        except ValueError:
-            continue
-    if not wanted:
-        return {}
-    rows = await User.select(User.uid, User.email).where(User.uid.is_in(list(wanted)))
-    return {str(row["uid"]): row["email"] for row in rows}
 
 
 def _parse_details(text: str) -> dict[str, Any]:

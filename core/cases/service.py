@@ -8,20 +8,22 @@ A patient only ever sees their own cases; anything else is "not found".
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from core import db
+from core import clock, context, db
 from core.accounts.tables import DoctorSpecialty, User
 from core.audit import service as audit
 from core.cases import states
 from core.cases.tables import Case, CaseEvent, ReferenceCounter
+from core.errors import NotFound, Refused
+from core.facts import CaseSubmitted
 from core.forms import MappingFormData, StoredAnswers, kept_item_indexes
+from core.ids import parse_uuid
 from core.plugins import PluginHost
-from core.security import DOCTOR, PATIENT
+from core.roles import DOCTOR, PATIENT
 from core.specialty import Specialty
 
 MAX_QUESTIONS = 5
@@ -35,20 +37,12 @@ RELATIONSHIPS = (
 STEPS = ("subject", "intake", "questions", "doctor")
 
 
-class CaseNotFound(Exception):
+class CaseNotFound(NotFound):
     """No such case for this person (it may exist, but is not theirs)."""
 
 
-class TransitionRefused(Exception):
+class TransitionRefused(Refused):
     """The action is not possible now; `message` says why, for the person."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def loads(value: Any) -> Any:
@@ -59,10 +53,9 @@ def loads(value: Any) -> Any:
 
 
 async def get_case(uid: str) -> Case:
-    try:
-        parsed = uuid.UUID(uid)
-    except ValueError:
-        raise CaseNotFound from None
+    parsed = parse_uuid(uid)
+    if parsed is None:
+        raise CaseNotFound
     case = await Case.objects().where(Case.uid == parsed).first()
     if case is None:
         raise CaseNotFound
@@ -139,6 +132,29 @@ class PatientStatus:
     href: str = ""  # where it goes ("#records")
 
 
+@dataclass(frozen=True)
+class CaseFlags:
+    """What pages may show or offer for a case, decided here so that templates hold no rules."""
+
+    draft: bool
+    submitted: bool
+    closed_early: bool  # declined or cancelled
+    can_cancel: bool
+    accepts_records: bool
+    shows_due_date: bool
+
+
+def flags_of(case: Case) -> CaseFlags:
+    return CaseFlags(
+        draft=case.status == states.DRAFT,
+        submitted=case.status == states.SUBMITTED,
+        closed_early=case.status in (states.DECLINED, states.CANCELLED),
+        can_cancel=case.status in states.TRANSITIONS["cancel"].sources,
+        accepts_records=states.accepts_records(case.status),
+        shows_due_date=case.due_on is not None and case.status in states.OPEN,
+    )
+
+
 def patient_status(
     case: Case, *, paid: bool = False, missing: Sequence[str] = (), fee: str = ""
 ) -> PatientStatus:
@@ -192,14 +208,7 @@ async def doctors_for(specialty: str) -> list[User]:
 
 
 async def _next_reference(year: int) -> str:
-    # One atomic statement on both engines: concurrent drafts never get the same number.
-    rows = await ReferenceCounter.raw(
-        "INSERT INTO case_reference_counter (year, last) VALUES ({}, 1) "
-        "ON CONFLICT (year) DO UPDATE SET last = case_reference_counter.last + 1 "
-        "RETURNING last",
-        year,
-    )
-    return f"SO-{year}-{rows[0]['last']:05d}"
+    return f"SO-{year}-{await db.next_in_year(ReferenceCounter, year):05d}"
 
 
 async def start_request(patient: User, specialty: Specialty, *, ip: str | None) -> Case:
@@ -210,17 +219,16 @@ async def start_request(patient: User, specialty: Specialty, *, ip: str | None) 
             patient=patient.id,
             specialty=specialty.slug,
             status=states.DRAFT,
-            reference=await _next_reference(now().year),
+            reference=await _next_reference(clock.now().year),
             intake=json.dumps(StoredAnswers(version=specialty.intake.version).as_json()),
         )
         await Case.insert(case)
         await _event(case, patient, "created", "", states.DRAFT, "Request started")
-        await audit.record(
+        await audit.record_about(
             "case.create",
+            case,
+            case=case,
             actor=patient,
-            object_type="case",
-            object_id=str(case.uid),
-            case_id=str(case.uid),
             subject_uid=str(patient.uid),
             ip=ip,
         )
@@ -239,7 +247,7 @@ async def autosave(case: Case, step: str, raw: dict[str, list[str]]) -> datetime
         raise TransitionRefused("Unknown step.")
     draft = draft_of(case)
     draft[step] = raw
-    saved_at = now()
+    saved_at = clock.now()
     await Case.update({Case.draft: json.dumps(draft), Case.updated_at: saved_at}).where(
         (Case.id == case.id) & (Case.status == states.DRAFT)
     )
@@ -421,11 +429,9 @@ async def submit(
     await save_intake(case, specialty, plugins, draft["intake"])
     await save_questions(case, draft["questions"])
     await save_preferred_doctor(case, draft["doctor"])
-    from core.payments import service as payments  # payments builds on cases
-
-    async with db.transaction():  # the fee is fixed in the same step as the submission
+    async with db.transaction():  # payments fixes the fee in the same step (or refuses)
         await transition(case, "submit", patient, ip=ip)
-        await payments.fix_fee(case, patient)
+        await context.current().events.publish(CaseSubmitted(case.id, patient))
     return {}
 
 
@@ -497,8 +503,8 @@ async def transition(
     async with db.transaction():
         changed = (
             await Case.update(
-                {Case.status: rule.target, Case.updated_at: now()}
-                | ({Case.submitted_at: now()} if action == "submit" else {})
+                {Case.status: rule.target, Case.updated_at: clock.now()}
+                | ({Case.submitted_at: clock.now()} if action == "submit" else {})
             )
             .where((Case.id == case.id) & Case.status.is_in(list(rule.sources)))
             .returning(Case.id)
@@ -508,12 +514,11 @@ async def transition(
             label = states.PATIENT_STATUS.get(current["status"] if current else "", ("",))[0]
             raise TransitionRefused(f"This is not possible while the case is “{label}”.")
         await _event(case, actor, action, case.status, rule.target, EVENT_NOTES[action])
-        await audit.record(
+        await audit.record_about(
             f"case.{action}",
+            case,
+            case=case,
             actor=actor,
-            object_type="case",
-            object_id=str(case.uid),
-            case_id=str(case.uid),
             ip=ip,
             details={"from": case.status, "to": rule.target},
         )
@@ -535,12 +540,11 @@ async def assign(case: Case, doctor: User, actor: User, *, ip: str | None) -> Ca
     async with db.transaction():
         case = await transition(case, action, actor, ip=ip)
         await Case.update({Case.assigned_doctor: doctor.id}).where(Case.id == case.id)
-        await audit.record(
+        await audit.record_about(
             "case.assigned_doctor",
+            case,
+            case=case,
             actor=actor,
-            object_type="case",
-            object_id=str(case.uid),
-            case_id=str(case.uid),
             ip=ip,
             details={"doctor": str(doctor.uid)},
         )

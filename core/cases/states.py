@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.security import ADMIN, COORDINATOR, DOCTOR, PATIENT
+from core.roles import ADMIN, COORDINATOR, DOCTOR, PATIENT
 
 DRAFT = "draft"
 SUBMITTED = "submitted"
@@ -65,6 +65,9 @@ TRANSITIONS = {
     )
 }
 
+
+# States in which the case is still being worked on (its due date means something).
+OPEN = (SUBMITTED, RECEIVED, ASSIGNED, IN_REVIEW, AWAITING_INFO, REPORT_READY)
 
 # States in which the patient (or their doctor, through a link) may still add records.
 ACCEPTING_RECORDS = (DRAFT, SUBMITTED, RECEIVED)

@@ -43,6 +43,9 @@ class Case(Table, tablename="case_case"):
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
     submitted_at = Timestamptz(null=True, default=None)
+    # Facts other domains report (core/facts.py) from which cases decides "received":
+    paid_at = Timestamptz(null=True, default=None)  # the fee was paid (payments)
+    records_in = JSON(default="[]")  # checklist items the records satisfy (documents)
     received_at = Timestamptz(null=True, default=None)  # paid and records complete
     due_on = Date(null=True, default=None)  # received + the turnaround in working days
     decline_reason = Text(default="")  # the coordinator's words, shown to the patient

@@ -1,4 +1,4 @@
-"""Expanding an uploaded ZIP safely (SECURITY.md item 16).
+"""Expanding an uploaded ZIP safely (docs/security.md item 16).
 
 `iter_zip` checks the whole archive from its central directory before anything is extracted:
 number of entries, total and per-entry uncompressed size, compression ratio, unsafe paths

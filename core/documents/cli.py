@@ -6,18 +6,17 @@ runs the command, and the app must still be able to read it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import click
 
-from core import db
+from core import commands, context
 from core.documents import maintenance
 from core.documents.keyring import ENV_VAR, KeyringError
 from core.documents.service import Records
-from core.settings import ConfigurationError, Settings, load_settings
+from core.settings import Settings
 
 T = TypeVar("T")
 
@@ -27,30 +26,10 @@ RESTART_NOTE = (
 )
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 def _with_records(settings: Settings, work: Callable[[Records], Awaitable[T]]) -> T:
-    """Run `work(records)` with the database configured (and pooled) and the store closed
-    afterwards, whatever happens."""
-    db.configure_database(settings)
-
-    async def runner() -> T:
-        records = Records.open(settings)
-        try:
-            await db.start_pool(settings)
-            try:
-                return await work(records)
-            finally:
-                await db.close_pool()
-        finally:
-            await records.store.aclose()
-
-    return asyncio.run(runner())
+    """Run `work(records)` with the database bound and pooled, and the store closed after."""
+    current = context.standalone(settings, open_records=lambda: Records.open(settings))
+    return commands.run(settings, lambda: work(current.records), app_context=current)
 
 
 def _require_keys(settings: Settings) -> None:
@@ -105,7 +84,7 @@ def rotate() -> None:
     Older master keys stay in the keyring. If interrupted, `consilium keys rewrap` finishes
     the job.
     """
-    settings = _settings()
+    settings = commands.settings_or_exit()
     if settings.master_keys:
         raise click.ClickException(
             f"the master keys come from {ENV_VAR}, which this command cannot change. Rotate "
@@ -136,7 +115,7 @@ def rewrap() -> None:
     Finishes an interrupted rotation, moves uploads a running app wrapped under the old key,
     or follows a rotation made in the secret store (keys from the environment).
     """
-    settings = _settings()
+    settings = commands.settings_or_exit()
     _require_keys(settings)
     try:
         report = _with_records(settings, maintenance.rewrap_data_keys)
@@ -173,7 +152,7 @@ def scrub() -> None:
     list stored objects no record refers to and records whose object is missing, and remove
     leftovers of writes interrupted more than a day ago. Exit code 1 on damage or a missing
     object."""
-    settings = _settings()
+    settings = commands.settings_or_exit()
     _require_keys(settings)
     try:
         report = _with_records(settings, maintenance.scrub)

@@ -1,4 +1,4 @@
-"""What an uploaded file really is, and how its name may be shown (SECURITY.md items 15 and 17).
+"""What an uploaded file really is, and how its name may be shown (docs/security.md 15, 17).
 
 The kind of a file is decided by its first bytes only, never by its name or the type the browser
 claims. The caller passes the first `HEAD_BYTES` bytes (fewer only when the file is shorter).

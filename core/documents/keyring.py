@@ -1,4 +1,4 @@
-"""Master keys, named by id, that wrap the per-file data keys (SECURITY.md item 19).
+"""Master keys, named by id, that wrap the per-file data keys (docs/security.md item 19).
 
 A data key is wrapped with AES-256-GCM under the current master key::
 

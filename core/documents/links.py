@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from core import db
+from core import clock, db
 from core.accounts.tables import User
 from core.audit import service as audit
 from core.cases import states
 from core.cases.service import CaseNotFound
 from core.cases.tables import Case
 from core.documents.tables import ProviderLink
+from core.errors import InvalidInput, NotFound, Refused
+from core.ids import parse_uuid
 from core.tokens import new_token, token_hash
 
 ACCEPTING = states.ACCEPTING_RECORDS
@@ -31,28 +33,12 @@ MAX_TOKEN_CHARS = 100  # token_urlsafe(32) is 43 characters; anything much longe
 PROVIDER = "provider"  # audit role of the person holding a link (no account)
 
 
-class LinkRefused(Exception):
+class LinkRefused(Refused):
     """A link cannot be made now; `message` says why, for the patient."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
-
-class LinkInvalid(Exception):
-    """The form's entries are not acceptable; `errors` maps field names to messages."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("invalid link form")
-        self.errors = errors
-
-
-class LinkNotFound(Exception):
+class LinkNotFound(NotFound):
     """No such link on this case."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def accepts_records(case: Case) -> bool:
@@ -106,7 +92,7 @@ async def create_link(
     _own(patient, case)
     _, errors = check_form({"note": note, "days_valid": str(days_valid), "max_uses": str(max_uses)})
     if errors:
-        raise LinkInvalid(errors)
+        raise InvalidInput(errors)
     if not accepts_records(case):
         raise LinkRefused("Records can no longer be added to this case, so no new links.")
     token, hashed = new_token()
@@ -125,17 +111,16 @@ async def create_link(
             created_by=patient.id,
             token_hash=hashed,
             note=" ".join(note.split()),
-            expires_at=now() + timedelta(days=days_valid),
+            expires_at=clock.now() + timedelta(days=days_valid),
             max_uses=max_uses,
             uses=0,
         )
         await ProviderLink.insert(link)
-        await audit.record(
+        await audit.record_about(
             "provider_link.create",
+            link,
+            case=case,
             actor=patient,
-            object_type="provider_link",
-            object_id=str(link.uid),
-            case_id=str(case.uid),
             subject_uid=str(patient.uid),
             ip=ip,
             details={"days_valid": days_valid, "max_uses": max_uses},
@@ -146,7 +131,7 @@ async def create_link(
 def _usable(case_id: int | None = None, *, uses_left: bool = True):
     """Where a link can still be used (optionally: on this case). Without `uses_left`, a link
     whose uses are all taken still counts: an upload that took the last use may finish."""
-    where = ProviderLink.revoked_at.is_null() & (ProviderLink.expires_at > now())
+    where = ProviderLink.revoked_at.is_null() & (ProviderLink.expires_at > clock.now())
     if uses_left:
         where &= ProviderLink.uses < ProviderLink.max_uses
     if case_id is not None:
@@ -177,7 +162,7 @@ LABELS = {
 
 
 def status_of(link: ProviderLink, case: Case, at: datetime | None = None) -> str:
-    at = at or now()
+    at = at or clock.now()
     if link.revoked_at is not None:
         return "revoked"
     if link.expires_at <= at:
@@ -191,7 +176,7 @@ def status_of(link: ProviderLink, case: Case, at: datetime | None = None) -> str
 
 async def links_of(case: Case) -> list[LinkLine]:
     """The case's links, newest first, each with its status."""
-    at = now()
+    at = clock.now()
     rows = (
         await ProviderLink.objects()
         .where(ProviderLink.case == case.id)
@@ -209,13 +194,12 @@ async def revoke(patient: User, case: Case, link_uid: str, *, ip: str | None) ->
     """Stop a link working. True when it was working until now, False when it was revoked
     already; LinkNotFound when the case has no such link."""
     _own(patient, case)
-    try:
-        parsed = uuid.UUID(link_uid)
-    except ValueError:
-        raise LinkNotFound from None
+    parsed = parse_uuid(link_uid)
+    if parsed is None:
+        raise LinkNotFound
     async with db.transaction():
         changed = (
-            await ProviderLink.update({ProviderLink.revoked_at: now()})
+            await ProviderLink.update({ProviderLink.revoked_at: clock.now()})
             .where(
                 (ProviderLink.uid == parsed)
                 & (ProviderLink.case == case.id)
@@ -230,12 +214,11 @@ async def revoke(patient: User, case: Case, link_uid: str, *, ip: str | None) ->
             if not exists:
                 raise LinkNotFound
             return False
-        await audit.record(
+        await audit.record_about(
             "provider_link.revoke",
+            parsed,
+            case=case,
             actor=patient,
-            object_type="provider_link",
-            object_id=str(parsed),
-            case_id=str(case.uid),
             subject_uid=str(patient.uid),
             ip=ip,
         )
@@ -292,12 +275,11 @@ async def use(link: ProviderLink, *, ip: str | None = None) -> bool:
         if not taken:
             return False
         link.uses = taken[0]["uses"]
-        await audit.record(
+        await audit.record_about(
             "provider_link.use",
+            link,
+            case=case_uid,
             actor_role=PROVIDER,
-            object_type="provider_link",
-            object_id=str(link.uid),
-            case_id=case_uid,
             subject_uid=patient_uid,
             ip=ip,
             details={"use": link.uses, "max_uses": taken[0]["max_uses"]},
@@ -318,12 +300,11 @@ async def release(link: ProviderLink, *, ip: str | None = None) -> None:
         if not given:
             return
         link.uses = given[0]["uses"]
-        await audit.record(
+        await audit.record_about(
             "provider_link.release",
+            link,
+            case=case_uid,
             actor_role=PROVIDER,
-            object_type="provider_link",
-            object_id=str(link.uid),
-            case_id=case_uid,
             subject_uid=patient_uid,
             ip=ip,
             details={"uses": link.uses},

@@ -1,12 +1,12 @@
 """Operator tasks on stored records: master key rotation and the integrity scrub.
 
-`rotate_master_key` adds a master key and re-wraps every data key under it (SECURITY.md 19):
+`rotate_master_key` adds a master key and re-wraps every data key under it (docs/security.md 19):
 ~60 bytes per row in the database, never a byte of a stored file. It works in batches, each in
 its own transaction, and only touches rows that are not yet on the current key, so an
 interrupted run is finished by `rewrap_data_keys` (or another rotation).
 
 `scrub` re-reads every complete document to the end through `service.plaintext`, which checks
-every segment's tag and the SHA-256 recorded at upload (SECURITY.md 21), compares the store's
+every segment's tag and the SHA-256 recorded at upload (docs/security.md 21), compares the store's
 objects with the database's rows, and clears leftovers of interrupted writes. Plaintext is
 discarded as it streams: memory stays at about one segment whatever the file sizes.
 """

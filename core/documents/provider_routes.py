@@ -11,6 +11,7 @@ logged nor written to the audit log.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
@@ -19,20 +20,16 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
 from litestar.response import Redirect, Response
 
+from core import context
 from core.cases import service as cases
 from core.cases.tables import Case
-from core.documents import links, resumable
+from core.documents import kinds, links, resumable
 from core.documents import service as documents
-from core.documents.routes import (
-    DONE_UPLOADS_FIELD,
-    MAX_FILES_PER_REQUEST,
-    MultipartStream,
-    csrf_matches,
-    done_uploads,
-    script_client,
-)
 from core.documents.tables import Document, ProviderLink, UploadSession
-from core.security import PATIENT, record_denied, role_guard
+from core.documents.upload_stream import Received, csrf_matches, receive_files, script_client
+from core.roles import PATIENT
+from core.security import record_denied, role_guard
+from core.specialty import DocumentKind
 from core.web import client_ip, form_data, page
 
 # On every response that has a token in its URL or body.
@@ -132,8 +129,10 @@ def _invalid(request: Request) -> Response:
 
 
 def _link_context(link: ProviderLink, case: Case, token: str) -> dict[str, Any]:
+    specialty = context.plugins().specialty(case.specialty)
     return {
         "reference": case.reference,
+        "accepted": kinds.kinds_text(specialty.accepted_kinds if specialty else DocumentKind.ALL),
         "expires_at": link.expires_at,
         "remaining": max(link.max_uses - link.uses, 0),
         "action": f"/upload/{token}",
@@ -176,9 +175,6 @@ async def provider_form(request: Request, token: FromPath[str]) -> Response:
 )
 async def provider_upload(request: Request, token: FromPath[str]) -> Response:
     records: documents.Records = request.app.state.records
-    header_token = request.headers.get("x-csrftoken", "")
-    if header_token and not csrf_matches(request, header_token):
-        raise PermissionDeniedException("CSRF token verification failed")
     found = await links.resolve(token)
     # A link whose last use a large file took (in pieces) still answers the summary of that
     # upload (upload.js names the finished pieced uploads); it takes no more files.
@@ -188,47 +184,40 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
     if found is None:
         return _invalid(request)
     link, case = found
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > records.settings.max_file_bytes * MAX_FILES_PER_REQUEST:
-        raise documents.UploadRefused(413, "This upload is too large.")
     ip = client_ip(request)
     specialty = request.app.state.plugins.specialty(case.specialty)
-    form = MultipartStream(request)
-    checked = bool(header_token)
-    used, finished = False, []
-    stored: list[Document] = []
+    received, used = Received(), False
+
+    async def take_a_use() -> None:  # one use per request, taken before the first byte is stored
+        nonlocal used
+        if used_up or not await links.use(link, ip=ip):
+            raise _LinkGone
+        used = True
+
+    async def store(filename: str, chunks: AsyncIterator[bytes], _: str | None) -> Document:
+        return await documents.store_upload(
+            records,
+            case,
+            filename=filename,
+            chunks=chunks,
+            uploader=None,
+            source="provider",
+            provider_link_id=link.id,
+            plugins=request.app.state.plugins,
+            specialty=specialty,
+            ip=ip,
+        )
+
     try:
-        while (part := await form.next_part()) is not None:
-            if part.name == "_csrf_token":
-                checked = csrf_matches(request, await form.text())
-            if not checked:  # no file byte is read before the token is verified
-                raise PermissionDeniedException("CSRF token verification failed")
-            if part.name == DONE_UPLOADS_FIELD:
-                finished = await done_uploads(form)
-            elif part.name == "file" and part.filename:
-                if not used:  # one use per request, taken before the first byte is stored
-                    if not await links.use(link, ip=ip):
-                        return _invalid(request)
-                    used = True
-                doc = await documents.store_upload(
-                    records,
-                    case,
-                    filename=part.filename,
-                    chunks=form.body(),
-                    uploader=None,
-                    source="provider",
-                    provider_link_id=link.id,
-                    plugins=request.app.state.plugins,
-                    specialty=specialty,
-                    ip=ip,
-                )
-                stored.append(doc)
+        await receive_files(request, received, store=store, before_first_file=take_a_use)
+    except _LinkGone:
+        return _invalid(request)
     except documents.UploadRefused as refused:
-        if used and not stored:
+        if used and not received.stored:
             await links.release(link, ip=ip)
         message = refused.message
-        if stored:
-            kept = documents.upload_result(stored).files
+        if received.stored:
+            kept = documents.upload_result(received.stored).files
             message += f" We received the {cases.files_text(kept)} before it."
         if script_client(request):
             return _with_headers(
@@ -236,10 +225,11 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
             )
         return _provider_page(request, link, case, token, refused.status, error=message)
     except Exception:
-        if used and not stored:
+        if used and not received.stored:
             await links.release(link, ip=ip)
         raise
-    stored += await resumable.finished_documents(case, finished, provider_link_id=link.id)
+    stored = received.stored
+    stored += await resumable.finished_documents(case, received.finished, provider_link_id=link.id)
     if not stored:
         if used_up:
             return _invalid(request)
@@ -302,7 +292,9 @@ async def provider_start(request: Request, token: FromPath[str]) -> Response:
     try:
         size = int(data.get("size", ""))
     except ValueError:
-        return _refused(documents.UploadRefused(400, "Please choose a file to send."))
+        return _refused(
+            documents.UploadRefused(status=400, message="Please choose a file to send.")
+        )
     ip = client_ip(request)
     if not await links.use(link, ip=ip):
         return _invalid(request)
@@ -350,7 +342,9 @@ async def provider_chunk(
     except _LinkGone:
         return _invalid(request)
     if int(request.headers.get("content-length") or 0) > session.chunk_size:
-        return _refused(documents.UploadRefused(413, "This piece of the file is too large."))
+        return _refused(
+            documents.UploadRefused(status=413, message="This piece of the file is too large.")
+        )
     ip = client_ip(request)
     try:
         state = await resumable.put_chunk(

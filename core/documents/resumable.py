@@ -19,19 +19,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from core import clock
 from core.accounts.tables import User
 from core.cases.tables import Case
 from core.documents import service
 from core.documents.content import HEAD_BYTES, display_name, sniff
 from core.documents.sealing import IntegrityError, Opener, Sealer, new_data_key, new_file_id
 from core.documents.tables import Document, UploadSession
+from core.errors import NotFound
+from core.ids import parse_uuid
 from core.plugins import PluginHost
 from core.specialty import Specialty
 
@@ -40,7 +42,7 @@ MAX_OPEN_PER_CASE = 20  # unfinished uploads one case may have at once
 PURGE_BATCH = 100
 
 
-class SessionNotFound(Exception):
+class SessionNotFound(NotFound):
     """No such upload for this case."""
 
 
@@ -145,13 +147,16 @@ async def start(
     empty file, or one larger than the room left for this file, case and account."""
     await purge_expired(records)
     if size <= 0:
-        raise service.UploadRefused(400, "This file is empty. Please choose another one.")
+        raise service.UploadRefused(
+            status=400, message="This file is empty. Please choose another one."
+        )
     open_count = await UploadSession.count().where(
         (UploadSession.case == case.id) & UploadSession.status.is_in([OPEN, ASSEMBLING])
     )
     if open_count >= MAX_OPEN_PER_CASE:
         raise service.UploadRefused(
-            409, "Too many uploads are unfinished. Let them finish or cancel some first."
+            status=409,
+            message="Too many uploads are unfinished. Let them finish or cancel some first.",
         )
     room = await service.upload_room(
         records,
@@ -163,11 +168,9 @@ async def start(
         else 0,
     )
     if room <= 0:
-        raise service.UploadRefused(413, service.NO_ROOM)
+        raise service.UploadRefused(status=413, message=service.NO_ROOM)
     if size > room:
-        raise service.UploadRefused(
-            413, f"This file is too large. The most we accept here is {service.mib(room)}."
-        )
+        raise service.too_large(room)
     data_key, file_id = new_data_key(), new_file_id()
     key_id, wrapped = records.keyring.wrap(data_key, file_id=file_id)
     session = UploadSession(
@@ -192,10 +195,9 @@ async def get_session(
     case: Case, uid: str, *, provider_link_id: int | None = None
 ) -> UploadSession:
     """This case's upload; with `provider_link_id`, only one started through that link."""
-    try:
-        parsed = uuid.UUID(uid)
-    except ValueError:
-        raise SessionNotFound from None
+    parsed = parse_uuid(uid)
+    if parsed is None:
+        raise SessionNotFound
     where = (UploadSession.uid == parsed) & (UploadSession.case == case.id)
     if provider_link_id is not None:
         where &= UploadSession.provider_link == provider_link_id
@@ -244,7 +246,9 @@ async def put_chunk(
 ) -> Progress:
     """Store chunk `number`. The last chunk also completes the upload into a document."""
     if session.status == FAILED:
-        raise service.UploadRefused(409, session.message or "This upload did not work.")
+        raise service.UploadRefused(
+            status=409, message=session.message or "This upload did not work."
+        )
     if session.status != OPEN or number < session.chunks_done:
         return await progress(session)  # already stored: its answer was lost, say so again
     if number != session.chunks_done:
@@ -258,7 +262,7 @@ async def put_chunk(
         raise
     stored = (
         await UploadSession.update(
-            {UploadSession.chunks_done: number + 1, UploadSession.updated_at: service.now()}
+            {UploadSession.chunks_done: number + 1, UploadSession.updated_at: clock.now()}
         )
         .where(
             (UploadSession.id == session.id)
@@ -294,12 +298,14 @@ async def _store_part(
     sealer = Sealer(_data_key(records, session), _part_file_id(session, number))
     head = bytearray()
     cut_short = service.UploadRefused(
-        400, "Part of the file did not arrive. It will be sent again."
+        status=400, message="Part of the file did not arrive. It will be sent again."
     )
     async with records.store.open_write(_part_key(session, number)) as writer:
         async for chunk in chunks:
             if sealer.plaintext_size + len(chunk) > expected:
-                raise service.UploadRefused(400, "This piece of the file is longer than declared.")
+                raise service.UploadRefused(
+                    status=400, message="This piece of the file is longer than declared."
+                )
             if number == 0 and len(head) < HEAD_BYTES:
                 head += chunk[: HEAD_BYTES - len(head)]
                 if len(head) >= min(HEAD_BYTES, expected):
@@ -316,7 +322,9 @@ def _refuse_kind(head: bytes) -> None:
     ordinary upload path sniffs again when the document is stored, and that decides."""
     sniffed = sniff(head)
     if not sniffed.accepted:
-        raise service.UploadRefused(415, sniffed.refusal or "This kind of file cannot be uploaded.")
+        raise service.UploadRefused(
+            status=415, message=sniffed.refusal or "This kind of file cannot be uploaded."
+        )
 
 
 async def _parts_plaintext(
@@ -348,7 +356,7 @@ async def _assemble(
 ) -> None:
     claimed = (
         await UploadSession.update(
-            {UploadSession.status: ASSEMBLING, UploadSession.updated_at: service.now()}
+            {UploadSession.status: ASSEMBLING, UploadSession.updated_at: clock.now()}
         )
         .where((UploadSession.id == session.id) & (UploadSession.status == OPEN))
         .returning(UploadSession.id)
@@ -379,7 +387,7 @@ async def _assemble(
         {
             UploadSession.status: DONE,
             UploadSession.document: doc.id,
-            UploadSession.updated_at: service.now(),
+            UploadSession.updated_at: clock.now(),
         }
     ).where(UploadSession.id == session.id)
     await _delete_parts(records, session)
@@ -396,7 +404,7 @@ async def _fail(records: service.Records, session: UploadSession, message: str) 
         {
             UploadSession.status: FAILED,
             UploadSession.message: message[:300],
-            UploadSession.updated_at: service.now(),
+            UploadSession.updated_at: clock.now(),
         }
     ).where(UploadSession.id == session.id)
     await _delete_parts(records, session)
@@ -405,7 +413,9 @@ async def _fail(records: service.Records, session: UploadSession, message: str) 
 async def cancel(records: service.Records, session: UploadSession) -> None:
     """The person stopped this upload: its parts go, and it no longer counts against quotas."""
     if session.status == ASSEMBLING:
-        raise service.UploadRefused(409, "This file is being saved and can no longer be stopped.")
+        raise service.UploadRefused(
+            status=409, message="This file is being saved and can no longer be stopped."
+        )
     if session.status == DONE:
         return
     await UploadSession.delete().where(UploadSession.id == session.id)
@@ -414,7 +424,7 @@ async def cancel(records: service.Records, session: UploadSession) -> None:
 
 async def purge_expired(records: service.Records) -> int:
     """Forget uploads nobody touched for `upload_expiry_hours`, with any parts left."""
-    cutoff = service.now() - timedelta(hours=records.settings.upload_expiry_hours)
+    cutoff = clock.now() - timedelta(hours=records.settings.upload_expiry_hours)
     stale = (
         await UploadSession.objects()
         .where(UploadSession.updated_at < cutoff)  # finished ones too: their parts are gone

@@ -1,17 +1,12 @@
 """Uploading and downloading records. Thin: sealing, limits and access rules live in service.
 
-The upload route reads the raw request stream and parses the multipart body itself, so file
-bytes go straight into the sealer: Litestar's UploadFile would spool parts over 1 MiB to a
-plaintext temp file. It is excluded from Litestar's CSRF middleware (which would parse the whole
-body first) and checks the token itself: from the `x-csrftoken` header (htmx, upload.js), or from
-the form's first field, before any file byte is accepted (a plain form without JavaScript).
+The upload form is read as it streams in (core/documents/upload_stream.py: no temp files, the
+CSRF token checked before any file byte).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
-from hashlib import sha256
 from typing import Any
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
@@ -19,7 +14,6 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath
 from litestar.response import Redirect, Response, Stream, Template
-from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
 
 from core.cases import service as cases
 from core.cases.tables import Case
@@ -27,94 +21,11 @@ from core.documents import resumable
 from core.documents import service as documents
 from core.documents.content import content_disposition
 from core.documents.tables import Document, UploadSession
-from core.errors import ShownError
-from core.security import PATIENT, SANDBOX_CSP, record_denied, role_guard, signed_in
+from core.documents.upload_stream import Received, csrf_matches, receive_files, script_client
+from core.error_pages import ShownError
+from core.roles import PATIENT
+from core.security import SANDBOX_CSP, record_denied, role_guard, signed_in
 from core.web import client_ip, form_data, page, redirect
-
-MAX_FILES_PER_REQUEST = 50
-# upload.js sends large files in pieces first, then the rest in one request that names the
-# finished pieced uploads ("done_uploads", comma-separated), so its answer sums up every file.
-DONE_UPLOADS_FIELD = "done_uploads"
-MAX_DONE_UPLOADS_CHARS = 40_000
-
-
-async def done_uploads(form: MultipartStream) -> list[str]:
-    text = await form.text(MAX_DONE_UPLOADS_CHARS)
-    return [uid.strip() for uid in text.split(",") if uid.strip()]
-
-
-def script_client(request: Request) -> bool:
-    """upload.js (or htmx) sent this: it gets a fragment, not a page or a redirect."""
-    return bool(request.headers.get("hx-request") or request.headers.get("x-upload-client"))
-
-
-def csrf_matches(request: Request, token: str) -> bool:
-    """The same check Litestar's CSRF middleware makes: both tokens carry a valid HMAC of the
-    same secret part (double-submit cookie, signed with the app's CSRF key)."""
-    config = request.app.csrf_config
-    cookie = request.cookies.get(config.cookie_name) if config else None
-    if not config or not cookie or not token:
-        return False
-
-    def secret_part(value: str) -> str | None:
-        body, mac = value[:64], value[64:]
-        expected = hmac.new(config.secret.encode(), body.encode(), sha256).hexdigest()
-        return body if hmac.compare_digest(mac, expected) else None
-
-    mine, theirs = secret_part(token), secret_part(cookie)
-    return mine is not None and theirs is not None and hmac.compare_digest(mine, theirs)
-
-
-class MultipartStream:
-    """Parts of a multipart body, parsed as it arrives (bounded memory, nothing on disk)."""
-
-    def __init__(self, request: Request) -> None:
-        _, options = parse_options_header(request.headers.get("content-type", ""))
-        if "boundary" not in options:
-            raise ShownError(detail="Please choose a file and send the form again.")
-        self._parser = PushMultipartParser(
-            options["boundary"], max_segment_count=MAX_FILES_PER_REQUEST + 5
-        )
-        self._events = self._parse(request)
-        self._in_body = False
-
-    async def _parse(self, request: Request) -> AsyncIterator[object]:
-        try:
-            async for chunk in request.stream():
-                if chunk:
-                    for event in self._parser.parse(chunk):
-                        yield event
-            for event in self._parser.parse(b""):
-                yield event
-        except ParserError:
-            raise ShownError(
-                detail="The upload was cut short or malformed. Please try again."
-            ) from None
-
-    async def next_part(self) -> MultipartSegment | None:
-        if self._in_body:
-            async for _ in self.body():
-                pass
-        async for event in self._events:
-            if isinstance(event, MultipartSegment):
-                self._in_body = True
-                return event
-        return None
-
-    async def body(self) -> AsyncIterator[bytes]:
-        async for event in self._events:
-            if event is None:
-                self._in_body = False
-                return
-            yield event  # type: ignore[misc]
-
-    async def text(self, limit: int = 4096) -> str:
-        data = bytearray()
-        async for chunk in self.body():
-            data += chunk
-            if len(data) > limit:
-                raise ShownError(detail="A form field was too long.")
-        return data.decode("utf-8", "replace")
 
 
 async def _readable_case(request: Request, uid: str) -> Case:
@@ -137,43 +48,27 @@ class DocumentController(Controller):
         self, request: Request, uid: FromPath[str]
     ) -> Response | Redirect | HTMXBlockTemplate:
         records: documents.Records = request.app.state.records
-        header_token = request.headers.get("x-csrftoken", "")
-        if header_token and not csrf_matches(request, header_token):
-            raise PermissionDeniedException("CSRF token verification failed")
         case = await _addable_case(request, uid)
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > records.settings.max_file_bytes * MAX_FILES_PER_REQUEST:
-            raise documents.UploadRefused(413, "This upload is too large.")
-        form = MultipartStream(request)
-        checked = bool(header_token)
-        checklist_item, finished = None, []
-        stored: list[Document] = []
         specialty = request.app.state.plugins.specialty(case.specialty)
-        while (part := await form.next_part()) is not None:
-            if part.name == "_csrf_token":
-                checked = csrf_matches(request, await form.text())
-            if not checked:  # no file byte is read before the token is verified
-                raise PermissionDeniedException("CSRF token verification failed")
-            if part.name == "checklist_item":
-                value = (await form.text(100)).strip()
-                keys = {d.key for d in specialty.required_documents} if specialty else set()
-                checklist_item = value if value in keys else None
-            elif part.name == DONE_UPLOADS_FIELD:
-                finished = await done_uploads(form)
-            elif part.name == "file" and part.filename:
-                doc = await documents.store_upload(
-                    records,
-                    case,
-                    filename=part.filename,
-                    chunks=form.body(),
-                    uploader=request.user,
-                    checklist_item=checklist_item,
-                    plugins=request.app.state.plugins,
-                    specialty=specialty,
-                    ip=client_ip(request),
-                )
-                stored.append(doc)
-        stored += await resumable.finished_documents(case, finished, uploader=request.user)
+        received = Received()
+
+        async def store(filename: str, chunks: AsyncIterator[bytes], item: str | None) -> Document:
+            return await documents.store_upload(
+                records,
+                case,
+                filename=filename,
+                chunks=chunks,
+                uploader=request.user,
+                checklist_item=item,
+                plugins=request.app.state.plugins,
+                specialty=specialty,
+                ip=client_ip(request),
+            )
+
+        keys = {d.key for d in specialty.required_documents} if specialty else set()
+        await receive_files(request, received, store=store, checklist_keys=keys)
+        stored = received.stored
+        stored += await resumable.finished_documents(case, received.finished, uploader=request.user)
         if not stored:
             raise ShownError(detail="Please choose a file to upload.")
         result = documents.upload_result(stored)
@@ -315,7 +210,9 @@ class UploadSessionController(Controller):
         case = await _addable_case(request, uid)
         session = await _session(case, upload)
         if int(request.headers.get("content-length") or 0) > session.chunk_size:
-            raise documents.UploadRefused(413, "This piece of the file is too large.")
+            raise documents.UploadRefused(
+                status=413, message="This piece of the file is too large."
+            )
         try:
             state = await resumable.put_chunk(
                 request.app.state.records,

@@ -1,4 +1,4 @@
-"""Streaming authenticated encryption of stored files (SECURITY.md items 18-21).
+"""Streaming authenticated encryption of stored files (docs/security.md items 18-21).
 
 The design follows Google Tink's AES-GCM streaming AEAD: a file is cut into segments that are
 sealed one by one, so files of any size are sealed and opened in constant memory, and a reader

@@ -3,14 +3,14 @@
 One async interface, two back ends:
 
 - `LocalStore(root)`: files under `root/objects/<first 2 chars>/<key>`, written to
-  `root/tmp/<random>` (0600), fsynced, renamed into place, directory fsynced (SECURITY.md 20).
+  `root/tmp/<random>` (0600), fsynced, renamed into place, directory fsynced (docs/security.md 20).
 - `S3Store(...)`: any S3-compatible store (AWS, SeaweedFS, MinIO, Ceph RGW) through aiobotocore;
   multipart upload in parts of `part_size`, aborted on error; ranged GETs for reads.
 
 Writes are atomic: a reader sees the old object or the new one, never a part; a write that fails
 or is cancelled leaves nothing behind (no temp file, no pending multipart upload).
 
-Keys are random ids chosen by the caller (SECURITY.md 17) and are validated; they never carry a
+Keys are random ids chosen by the caller (docs/security.md 17) and are validated; they never carry a
 file name or anything about a patient. Reads are async generators: iterate them with
 `async for`, and close them (`contextlib.aclosing`) when stopping early so the file or
 connection is released at once.
@@ -37,8 +37,8 @@ from typing import Any, Protocol, Self, runtime_checkable
 KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9/_-]{0,200}")
 MiB = 1 << 20
 DEFAULT_CHUNK_SIZE = MiB
-# Writes and reads up to this size run directly on the event loop (STACK-NOTES: per-write thread
-# hops made uploads slower); bigger buffers are cut into slices of this size.
+# Writes and reads up to this size run directly on the event loop (measured: a thread hop per
+# write made uploads slower, bench/README.md); bigger buffers are cut into slices of this size.
 DIRECT_IO_LIMIT = MiB
 S3_MIN_PART_SIZE = 5 * MiB
 S3_MAX_PARTS = 10_000

@@ -1,4 +1,4 @@
-"""Transactional email outbox (SECURITY.md 24).
+"""Transactional email outbox (docs/security.md 24).
 
 `enqueue` renders an email and inserts it in the caller's open transaction, so the email exists
 if and only if the change it reports was committed. `deliver_due` (run by `OutboxWorker`) claims
@@ -28,7 +28,8 @@ from typing import Any
 import aiosmtplib
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from core import db, runtime
+from core import clock, db
+from core.context import settings as current_settings
 from core.notifications.tables import PENDING, SENT, OutboxMessage
 from core.settings import Settings
 
@@ -60,11 +61,11 @@ async def enqueue(*, to: str, template: str, context: dict[str, Any]) -> None:
     """Queue `templates/email/<template>.txt` for `to`, inside the caller's transaction.
 
     No transaction of its own: inside `db.transaction()` the row commits or rolls back with
-    the caller's change. The body must not carry medical details (SECURITY.md 24).
+    the caller's change. The body must not carry medical details (docs/security.md 24).
     """
-    settings = runtime.settings()
+    settings = current_settings()
     subject, body = render_email(template, context, settings)
-    now = _now()
+    now = clock.now()
     # Building the message now rejects a bad address or subject in the caller, not the worker.
     build_message(settings, message_id=0, created_at=now, to=to, subject=subject, body=body)
     row = OutboxMessage(
@@ -210,7 +211,7 @@ def _is_server_error(error: Exception) -> bool:
 
 
 async def claim_due(worker_id: str, limit: int) -> list[Claimed]:
-    now = _now()
+    now = clock.now()
     lease_until = now + timedelta(seconds=SEND_TIMEOUT_SECONDS * limit + LEASE_MARGIN_SECONDS)
     if db.is_postgres():
         rows = await _claim_postgres(worker_id, limit, now, lease_until)
@@ -310,7 +311,7 @@ async def _send_smtp(settings: Settings, email: EmailMessage) -> None:
 def write_eml(folder: Path, email: EmailMessage, message_id: int) -> Path:
     """The demo sink: one RFC 5322 file per message, readable only by the service's user."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = folder / f"{_now():%Y%m%dT%H%M%S%fZ}-{message_id}.eml"
+    path = folder / f"{clock.now():%Y%m%dT%H%M%S%fZ}-{message_id}.eml"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(email.as_bytes(policy=policy.SMTP))
@@ -336,7 +337,7 @@ async def _mark_sent(message: Claimed) -> None:
     await OutboxMessage.update(
         {
             OutboxMessage.status: SENT,
-            OutboxMessage.sent_at: _now(),
+            OutboxMessage.sent_at: clock.now(),
             # Delivered: links in the body (resets, invites) should not outlive delivery here.
             OutboxMessage.body: "",
             OutboxMessage.claimed_by: None,
@@ -351,13 +352,10 @@ async def _mark_failed(settings: Settings, message: Claimed, worker_id: str, err
     await OutboxMessage.update(
         {
             OutboxMessage.attempts: OutboxMessage.attempts + 1,
-            OutboxMessage.next_attempt_at: _now() + retry_delay(settings, message.attempts + 1),
+            OutboxMessage.next_attempt_at: clock.now()
+            + retry_delay(settings, message.attempts + 1),
             OutboxMessage.last_error: error[:200],
             OutboxMessage.claimed_by: None,
             OutboxMessage.claimed_until: None,
         }
     ).where((OutboxMessage.id == message.id) & (OutboxMessage.claimed_by == worker_id))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping
 
 from core.hookspecs import hookimpl
-from core.payments import webhook_signature
-from core.payments.providers import (
+from core.keys import derive_key
+from core.payment_providers import (
     Checkout,
     CheckoutStarted,
     PaymentEvent,
@@ -22,7 +22,7 @@ from core.payments.providers import (
     RefundResult,
     WebhookRejected,
 )
-from core.security import derive_key
+from core.payments import webhook_signature
 from core.settings import Settings
 
 SANDBOX_SIGNATURE_HEADER = "sandbox-signature"

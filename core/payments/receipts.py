@@ -15,16 +15,17 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from core import runtime
+from core import context
 from core.accounts.tables import User
 from core.audit import service as audit
 from core.cases.tables import Case
+from core.errors import NotFound
 from core.notifications.service import TEMPLATES
 from core.payments.service import SUCCEEDED, money
 from core.payments.tables import Payment
 
 
-class ReceiptUnavailable(Exception):
+class ReceiptUnavailable(NotFound):
     """The payment has no receipt (it did not succeed)."""
 
 
@@ -55,7 +56,7 @@ def _environment() -> Environment:
 async def receipt_for(case: Case, payment: Payment, specialty_title: str) -> Receipt:
     if not payment.receipt_number or payment.paid_at is None:  # numbered only once paid
         raise ReceiptUnavailable
-    settings = runtime.settings()
+    settings = context.settings()
     zone = ZoneInfo(settings.time_zone)
     patient = await User.objects().where(User.id == case.patient).first()
     dependant = case.subject_kind == "dependant"
@@ -99,12 +100,11 @@ async def receipt_pdf(
     """The receipt as PDF bytes; every copy handed out is audited."""
     receipt = await receipt_for(case, payment, specialty_title)
     pdf = await asyncio.to_thread(render_pdf, receipt)
-    await audit.record(
+    await audit.record_about(
         "payment.receipt",
+        payment,
+        case=case,
         actor=reader,
-        object_type="payment",
-        object_id=str(payment.uid),
-        case_id=str(case.uid),
         ip=ip,
     )
     return pdf

@@ -1,19 +1,18 @@
 """Payment pages and endpoints. Thin: the rules live in core.payments.service.
 
-- the patient pays from the case page (`POST /cases/{uid}/payments`), is sent to the provider's
-  checkout and comes back to the case page, which says "paid" only once an event confirmed it;
+- the patient pays from the case page (core/pages/case.py), is sent to the provider's checkout
+  and comes back to the case page, which says "paid" only once an event confirmed it;
 - `/payments/sandbox/{payment}` is the test checkout; its buttons send a signed notification
   through the same webhook code as a real provider;
 - `/payments/webhooks/{provider}` takes providers' notifications (no session, no CSRF: each
   provider verifies its own signature over the raw body);
 - receipts are PDFs, for the patient and staff, and every download is audited;
-- coordinators see queues, record offline payments and decline cases (with refunds);
+- coordinators' pages (queues, a case, offline payments, refunds) are core/pages/staff.py;
 - admins edit the fee schedule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -22,25 +21,15 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Response, Template
 
 from core.cases import service as cases
-from core.cases import states
-from core.cases.routes import case_page, own_case
 from core.cases.tables import Case
-from core.documents import service as documents
+from core.payment_providers import WebhookRejected
 from core.payments import receipts
 from core.payments import service as payments
 from core.payments.builtin import SandboxProvider
-from core.payments.providers import WebhookRejected
 from core.payments.tables import Payment
-from core.security import ADMIN, COORDINATOR, PATIENT, record_denied, role_guard, signed_in
+from core.roles import ADMIN, PATIENT
+from core.security import record_denied, role_guard, signed_in
 from core.web import client_ip, form_data, page, redirect
-
-STAFF = (COORDINATOR, ADMIN)
-QUEUES = {
-    "received": ("Received for review", (states.RECEIVED,)),
-    "waiting": ("Waiting for payment or records", (states.SUBMITTED,)),
-    "declined": ("Declined", (states.DECLINED,)),
-    "refunds": ("Refunds to pay back", ()),  # any state: a payment's refund is due
-}
 
 
 async def _own_payment(request: Request, payment_uid: str) -> tuple[Case, Payment]:
@@ -49,25 +38,6 @@ async def _own_payment(request: Request, payment_uid: str) -> tuple[Case, Paymen
     except cases.CaseNotFound:
         await record_denied(request, reason="not_owner_or_missing")
         raise NotFoundException() from None
-
-
-class PatientPaymentController(Controller):
-    path = "/cases/{uid:str}/payments"
-    guards = [role_guard(PATIENT)]
-
-    @post("/")
-    async def pay(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        case = await own_case(request, uid)
-        choice = (await form_data(request)).get("provider", "")
-        try:
-            payment = await payments.start_payment(
-                case, request.user, choice, ip=client_ip(request)
-            )
-        except payments.PaymentRefused as refused:
-            return await case_page(request, case, 409, payment_error=refused.message)
-        if payment.checkout_url:
-            return Redirect(path=payment.checkout_url, status_code=303)
-        return redirect(f"/cases/{case.uid}#payment", "payment-offline")
 
 
 class ReceiptController(Controller):
@@ -170,112 +140,6 @@ class WebhookController(Controller):
         return Response({"received": True}, status_code=200)
 
 
-# Staff ------------------------------------------------------------------------------------------
-
-
-async def _staff_case(uid: str) -> Case:
-    try:
-        return await cases.get_case(uid)
-    except cases.CaseNotFound:
-        raise NotFoundException() from None
-
-
-class StaffCaseController(Controller):
-    path = "/staff/cases"
-    guards = [role_guard(*STAFF)]
-
-    @get("/")
-    async def queue(self, request: Request) -> Template:
-        name = request.query_params.get("queue", "received")
-        title, statuses = QUEUES.get(name, QUEUES["received"])
-        if name == "refunds":
-            rows = await payments.cases_with_refunds_due()
-        else:
-            rows = await cases.cases_in(statuses)
-        return page(
-            request, "payments/queue.html", cases=rows, queue=name, title=title, queues=QUEUES
-        )
-
-    async def _page(self, request: Request, case: Case, status: int = 200, **extra: Any):
-        specialty = request.app.state.plugins.specialty(case.specialty)
-        return page(
-            request,
-            "payments/staff_case.html",
-            status,
-            case=case,
-            specialty=specialty,
-            status_label=states.PATIENT_STATUS[case.status][0],
-            payment=await payments.summary(case, specialty),
-            documents=documents.record_lines(await documents.documents_of(case)),
-            events=await cases.timeline(case),
-            can_decline=case.status in states.TRANSITIONS["decline"].sources,
-            values=extra.pop("values", {}),
-            errors=extra.pop("errors", {}),
-            **extra,
-        )
-
-    @get("/{uid:str}")
-    async def show(self, request: Request, uid: FromPath[str]) -> Template:
-        return await self._page(request, await _staff_case(uid))
-
-    async def _act(
-        self, request: Request, uid: str, done: str | None, action: Callable[..., Awaitable]
-    ) -> Template | Redirect:
-        """Run `action(case, values)`; its problems re-render the case page with the entries."""
-        case = await _staff_case(uid)
-        values = await form_data(request)
-        try:
-            await action(case, values)
-        except payments.InvalidInput as invalid:
-            return await self._page(request, case, 400, values=values, errors=invalid.errors)
-        except (payments.PaymentRefused, cases.TransitionRefused) as refused:
-            return await self._page(request, case, 409, values=values, problem=refused.message)
-        return redirect(f"/staff/cases/{case.uid}", done)
-
-    @post("/{uid:str}/payments")
-    async def record_payment(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        ip = client_ip(request)
-        return await self._act(
-            request,
-            uid,
-            "payment-recorded",
-            lambda case, values: payments.record_offline(case, request.user, values, ip=ip),
-        )
-
-    @post("/{uid:str}/decline")
-    async def decline(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        ip = client_ip(request)
-        return await self._act(
-            request,
-            uid,
-            "case-declined",
-            lambda case, values: payments.decline(
-                case, request.user, values.get("reason", ""), ip=ip
-            ),
-        )
-
-    @post("/{uid:str}/refunds")
-    async def retry_refunds(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        ip = client_ip(request)
-        return await self._act(
-            request, uid, None, lambda case, _: payments.refund_all(case, request.user, ip=ip)
-        )
-
-    @post("/{uid:str}/payments/{payment:str}/refunded")
-    async def refunded_by_hand(
-        self, request: Request, uid: FromPath[str], payment: FromPath[str]
-    ) -> Template | Redirect:
-        ip = client_ip(request)
-        return await self._act(
-            request,
-            uid,
-            "refund-recorded",
-            lambda case, values: payments.mark_refunded_by_hand(
-                case, payment, request.user, values.get("refund_reference", ""), ip=ip
-            ),
-        )
-
-
 # Admin: the fee schedule --------------------------------------------------------------------------
 
 
@@ -368,11 +232,4 @@ class FeeController(Controller):
         return redirect("/admin/fees", "fee-saved")
 
 
-ROUTES = [
-    PatientPaymentController,
-    ReceiptController,
-    SandboxController,
-    WebhookController,
-    StaffCaseController,
-    FeeController,
-]
+ROUTES = [ReceiptController, SandboxController, WebhookController, FeeController]

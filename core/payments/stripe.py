@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 
-from core.payments import webhook_signature
-from core.payments.providers import (
+from core.payment_providers import (
     EXPIRED,
     FAILED,
     REFUNDED,
@@ -30,6 +29,7 @@ from core.payments.providers import (
     RefundResult,
     WebhookRejected,
 )
+from core.payments import webhook_signature
 from core.settings import Settings
 
 UNREACHABLE = (

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import time
 
-from core.payments.providers import WebhookRejected
+from core.payment_providers import WebhookRejected
 
 
 def sign(secret: bytes, body: bytes, timestamp: int | None = None) -> str:

@@ -42,6 +42,7 @@ INTAKE = Form(
             label="When were you told about it?",
             help="If you don't remember the exact day, choose the 1st of the month.",
             required=True,
+            not_before_birth=True,
         ),
         LongText(
             name="tests_done",

@@ -94,6 +94,7 @@ INTAKE = Form(
                 "only shows the date the lab received it, use that."
             ),
             required=True,
+            not_before_birth=True,
         ),
         Text(
             name="lab_name",

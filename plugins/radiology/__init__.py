@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,12 +22,9 @@ def consilium_specialties() -> list[Specialty]:
 
 
 @hookimpl
-def consilium_validate_intake(
-    specialty: Specialty, values: dict[str, Any], subject_birth_date: date | None
-) -> dict[str, str] | None:
-    if specialty.slug != SPECIALTY.slug:
-        return None
-    return check_intake(values, subject_birth_date) or None
+def consilium_validate_intake(values: dict[str, Any]) -> dict[str, str] | None:
+    # Only for radiology (core calls it for no other specialty); dates of birth are core's.
+    return check_intake(values) or None
 
 
 @hookimpl
@@ -38,10 +34,10 @@ def consilium_assets() -> Assets:
 
 @hookimpl
 def consilium_inspect_document(
-    specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
+    kind: str, open_file: Callable[[], BinaryIO]
 ) -> DocumentFacts | None:
-    if specialty.slug != SPECIALTY.slug or kind != DocumentKind.DICOM:
-        return None
+    if kind != DocumentKind.DICOM:
+        return None  # a report (PDF or photo): nothing to read in it
     with open_file() as fileobj:
         reading = read_dicom(fileobj)
     if reading.facts is not None:
@@ -66,11 +62,7 @@ UNREADABLE_NOTE = (
 
 
 @hookimpl
-def consilium_describe_records(
-    specialty: Specialty, facts: list[dict[str, str]]
-) -> RecordsDetail | None:
-    if specialty.slug != SPECIALTY.slug:
-        return None
+def consilium_describe_records(facts: list[dict[str, str]]) -> RecordsDetail | None:
     readings = [r for r in map(DicomFacts.from_dict, facts) if r is not None]
     if not readings:
         return None

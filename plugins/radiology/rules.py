@@ -16,13 +16,9 @@ def as_date(value: Any) -> date | None:
         return None
 
 
-def check_intake(values: dict[str, Any], birth_date: date | None) -> dict[str, str]:
+def check_intake(values: dict[str, Any]) -> dict[str, str]:
     errors: dict[str, str] = {}
     study = as_date(values.get("study_date"))
-    if birth_date and study and study < birth_date:
-        errors["study_date"] = (
-            "This date is before the patient was born. Check the date of the scan."
-        )
     if values.get("modality") == "mammogram" and values.get("body_part") not in (None, "breast"):
         errors["body_part"] = (
             "A mammogram is an X-ray of the breast. Choose “Breast”, or change the kind of scan."
@@ -31,11 +27,8 @@ def check_intake(values: dict[str, Any], birth_date: date | None) -> dict[str, s
         prior = as_date(item.get("study_date"))
         if prior is None:
             continue
-        key = f"prior_studies.{index}.study_date"
-        if birth_date and prior < birth_date:
-            errors[key] = "This date is before the patient was born. Check the date."
-        elif study and prior > study:
-            errors[key] = (
+        if study and prior > study:
+            errors[f"prior_studies.{index}.study_date"] = (
                 "An earlier scan must be from before the scan you want reviewed "
                 f"({study.isoformat()}). Check the date, or swap the two scans."
             )

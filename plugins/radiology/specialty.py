@@ -84,6 +84,7 @@ INTAKE = Form(
             label="When was the scan done?",
             help="The date of the scan itself, not of the report.",
             required=True,
+            not_before_birth=True,
         ),
         Text(
             name="facility",
@@ -150,6 +151,7 @@ INTAKE = Form(
                     label="Date",
                     help="If you don't know the exact day, choose the 1st of the month.",
                     required=True,
+                    not_before_birth=True,
                 ),
                 SingleChoice(name="body_part", label="Part of the body", choices=BODY_PARTS),
             ),

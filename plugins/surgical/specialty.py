@@ -7,7 +7,6 @@ from core.specialty import (
     Form,
     LongText,
     MultiChoice,
-    Number,
     Repeating,
     ReportSection,
     RequiredDocument,
@@ -16,6 +15,7 @@ from core.specialty import (
     SingleChoice,
     Specialty,
     Text,
+    Year,
     YesNo,
 )
 
@@ -203,12 +203,12 @@ INTAKE = Form(
                     help="For example “appendix removed” or “knee replacement, left”.",
                     required=True,
                 ),
-                Number(
+                Year(
                     name="year",
                     label="Year",
                     help="If you don't know exactly, your best guess is fine.",
                     required=True,
-                    minimum=1900,
+                    not_before_birth=True,
                 ),
                 Text(name="hospital", label="Hospital (if you know it)"),
             ),

@@ -6,25 +6,29 @@ Browser tests never skip: a missing Chromium is an error (`make test` installs i
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from core import db
+from core import context, db
 from core.accounts import service as accounts
 from core.app import create_app
 from core.settings import Settings
 from tests.conftest import SECRET
 from tests.support import PASSWORD
+
+T = TypeVar("T")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -76,7 +80,9 @@ def serving(var_dir: Path, *, prepare=None, **overrides: object) -> Iterator[Liv
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield LiveServer(url=settings.base_url, settings=settings)
+    # The test's own service calls (seeding people, reading plugins) see the served app's context.
+    with context.use(app.state.context):
+        yield LiveServer(url=settings.base_url, settings=settings)
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -123,11 +129,18 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+def run_async(work: Coroutine[Any, Any, T]) -> T:
+    """Run a service call from a sync browser test: Playwright's sync API owns this thread's
+    event loop, so it runs in another thread, with this thread's app context (core/context.py)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(contextvars.copy_context().run, asyncio.run, work).result()
+
+
 def register_patient(email: str, full_name: str, country: str = "PK") -> str:
     """A confirmed patient account on the live server's database (password PASSWORD)."""
-    registration = accounts.register_patient(
-        email=email, password=PASSWORD, full_name=full_name, phone="", country=country, ip=None
+    run_async(
+        accounts.register_patient(
+            email=email, password=PASSWORD, full_name=full_name, phone="", country=country, ip=None
+        )
     )
-    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
-        pool.submit(asyncio.run, registration).result()
     return email

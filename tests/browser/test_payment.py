@@ -3,23 +3,22 @@ sees their case "received" with its due date; the "received" email reaches a rea
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from core import runtime
+from core import context
 from core.accounts import service as accounts
 from core.cases import service as cases
 from tests.browser.conftest import (
     LiveServer,
     free_port,
     register_patient,
+    run_async,
     screenshot,
     serving,
     sign_in,
@@ -57,7 +56,7 @@ async def _submitted_case(email: str) -> str:
         "subject_birth_date": ["1975-06-01"],
         "subject_sex": ["male"],
     }
-    plugins = runtime.plugins()
+    plugins = context.plugins()
     assert not await cases.save_subject(case, patient, subject)
     assert not await cases.save_intake(case, CHECKUP, plugins, {"diagnosis": ["Gallstones"]})
     assert not await cases.save_questions(case, {"question_1": ["Do I need surgery?"]})
@@ -85,8 +84,7 @@ def test_patient_pays_downloads_the_receipt_and_the_case_is_received(
     server: LiveServer, smtp: SmtpServer, page: Page, tmp_path: Path
 ) -> None:
     email = register_patient("payer@example.com", "Imran Siddiqui")
-    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
-        uid = pool.submit(asyncio.run, _submitted_case(email)).result()
+    uid = run_async(_submitted_case(email))
     letter = tmp_path / "clinic letter.pdf"
     letter.write_bytes(b"%PDF-1.4\nletter from the clinic\n%%EOF\n")
 

@@ -7,19 +7,15 @@ forms as they change, and fills them the way a person does: by their labels.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Locator, Page, expect
 
-from core.accounts import service as accounts
 from core.forms import Field, Repeating
 from core.plugins import PluginHost
-from tests.browser.conftest import LiveServer, screenshot, sign_in
-from tests.support import PASSWORD
+from tests.browser.conftest import LiveServer, register_patient, screenshot, sign_in
 
 BUILT_IN = ("general", "surgical", "pathology", "radiology")
 
@@ -27,13 +23,7 @@ BUILT_IN = ("general", "surgical", "pathology", "radiology")
 @pytest.fixture(scope="module")
 def patient(live_server: LiveServer) -> str:
     email = "wizard@example.com"
-    registration = accounts.register_patient(
-        email=email, password=PASSWORD, full_name="Zara Malik", phone="", country="PK", ip=None
-    )
-    # Playwright's sync API owns this thread's event loop: run the service call in another.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, registration).result()
-    return email
+    return register_patient(email, "Zara Malik")
 
 
 def exact(text: str) -> re.Pattern[str]:

@@ -1,22 +1,18 @@
-"""A third-party specialty as a hospital would install it (fixture for tests/test_plugins.py)."""
+"""A third-party specialty as a hospital would install it (fixture for tests/test_plugins.py):
+only the hooks it needs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from core.hookspecs import hookimpl
 from core.specialty import (
     Assets,
     Choice,
     DateField,
-    DocumentFacts,
     DocumentKind,
     Form,
     LongText,
-    RecordsDetail,
     RequiredDocument,
     ShowIf,
     SingleChoice,
@@ -46,7 +42,12 @@ SPECIALTY = Specialty(
                     Choice("limb", "Arm or leg"),
                 ),
             ),
-            DateField(name="noticed", label="When did you first notice it?", required=True),
+            DateField(
+                name="noticed",
+                label="When did you first notice it?",
+                required=True,
+                not_before_birth=True,  # checked by core: no hook needed
+            ),
             YesNo(name="biopsy", label="Was a biopsy taken?", required=True),
             LongText(
                 name="biopsy_result",
@@ -73,31 +74,5 @@ def consilium_specialties() -> list[Specialty]:
 
 
 @hookimpl
-def consilium_validate_intake(
-    specialty: Specialty, values: dict[str, Any], subject_birth_date: date | None
-) -> dict[str, str] | None:
-    if specialty.slug != SPECIALTY.slug:
-        return None
-    noticed = values.get("noticed")  # cleaned: ISO text, or None
-    if subject_birth_date and noticed and date.fromisoformat(noticed) < subject_birth_date:
-        return {"noticed": "This date is before the patient was born. Check the date."}
-    return None
-
-
-@hookimpl
 def consilium_assets() -> Assets:
     return Assets(name=SPECIALTY.slug, templates=HERE / "templates", static=HERE / "static")
-
-
-@hookimpl
-def consilium_inspect_document(
-    specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
-) -> DocumentFacts | None:
-    return None
-
-
-@hookimpl
-def consilium_describe_records(
-    specialty: Specialty, facts: list[dict[str, str]]
-) -> RecordsDetail | None:
-    return None  # nothing to add about records beyond their names

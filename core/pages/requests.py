@@ -1,4 +1,7 @@
-"""The patient's request wizard and case page. Thin: rules live in core.cases.service.
+"""The patient's request wizard. Thin: rules live in core.cases.service.
+
+It shows the fee a request will be asked (payments) on its review step, so it lives above cases
+and payments.
 
 Steps: kind → for whom → intake → questions → preferred doctor → review → submit. Every step is
 a plain form that posts and redirects (works without JavaScript); with htmx the form also
@@ -15,14 +18,14 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Response, Template
 
+from core.cases import reception, states
 from core.cases import service as cases
-from core.cases import states
 from core.cases.tables import Case
-from core.documents import links as provider_links
-from core.documents import resumable
-from core.documents import service as documents
 from core.forms import MappingFormData, visible_names
-from core.security import PATIENT, role_guard
+from core.pages.common import form_lists, own_case, specialty_of
+from core.payments import service as payments
+from core.roles import PATIENT
+from core.security import role_guard
 from core.specialty import Specialty
 from core.web import client_ip, page, redirect
 
@@ -33,32 +36,6 @@ STEP_TITLES = {
     "doctor": "Choose a doctor",
     "review": "Check and submit",
 }
-CONTROL_KEYS = {"_csrf_token", "action"}
-
-
-async def form_lists(request: Request) -> dict[str, list[str]]:
-    form = await request.form()
-    return {
-        key: [str(v) for v in form.getall(key)] for key in form.keys() if key not in CONTROL_KEYS
-    }
-
-
-def _specialty(request: Request, slug: str) -> Specialty:
-    specialty = request.app.state.plugins.specialty(slug)
-    if specialty is None:  # its plugin was removed: the case can be seen, not edited
-        raise NotFoundException()
-    return specialty
-
-
-async def own_case(request: Request, uid: str) -> Case:
-    """The signed-in patient's own case, else 404 (audited as a denial)."""
-    try:
-        return await cases.get_own_case(request.user, uid)
-    except cases.CaseNotFound:
-        from core.security import record_denied
-
-        await record_denied(request, reason="not_owner_or_missing")
-        raise NotFoundException() from None
 
 
 def _wizard(request: Request, case: Case, step: str, status: int = 200, **context: Any) -> Template:
@@ -68,7 +45,7 @@ def _wizard(request: Request, case: Case, step: str, status: int = 200, **contex
         f"cases/step_{step}.html",
         status,
         case=case,
-        specialty=_specialty(request, case.specialty),
+        specialty=specialty_of(request, case.specialty),
         step=step,
         steps=STEP_TITLES,
         draft=cases.draft_of(case),
@@ -131,7 +108,7 @@ class RequestController(Controller):
         errors: dict | None = None,
         **extra: Any,
     ) -> Template:
-        specialty = _specialty(request, case.specialty)
+        specialty = specialty_of(request, case.specialty)
         draft = cases.draft_of(case)
         context: dict[str, Any] = {"errors": errors or {}, **extra}
         if step == "intake":
@@ -155,8 +132,6 @@ class RequestController(Controller):
             context["questions"] = cases.questions_of(case)
             doctors = await cases.doctors_for(case.specialty)
             context["doctor"] = next((d for d in doctors if d.id == case.preferred_doctor), None)
-            from core.payments import service as payments  # payments builds on cases
-
             country = request.user.country or ""
             context["fee"] = await payments.quote_or_none(country, case.specialty)
         return _wizard(request, case, step, status, **context)
@@ -168,7 +143,7 @@ class RequestController(Controller):
         case = await own_case(request, uid)
         if case.status != states.DRAFT:
             return redirect(f"/cases/{case.uid}")
-        specialty = _specialty(request, case.specialty)
+        specialty = specialty_of(request, case.specialty)
         raw = await form_lists(request)
         action = (await request.form()).get("action", "")
         if step == "intake" and isinstance(action, str) and action.startswith(("add:", "remove:")):
@@ -202,7 +177,7 @@ class RequestController(Controller):
         raw = await form_lists(request)
         saved_at = await cases.autosave(case, step, raw)
         if step == "intake" and request.query_params.get("refresh"):
-            specialty = _specialty(request, case.specialty)
+            specialty = specialty_of(request, case.specialty)
             return HTMXBlockTemplate(
                 template_name="cases/step_intake.html",
                 block_name="conditionals",
@@ -225,7 +200,7 @@ class RequestController(Controller):
         case = await own_case(request, uid)
         if case.status != states.DRAFT:
             return redirect(f"/cases/{case.uid}")
-        specialty = _specialty(request, case.specialty)
+        specialty = specialty_of(request, case.specialty)
         problems = await cases.submit(
             case, request.user, specialty, request.app.state.plugins, ip=client_ip(request)
         )
@@ -236,8 +211,6 @@ class RequestController(Controller):
     @get("/{uid:str}/cancel")
     async def confirm_cancel(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
         """Say what cancelling means (and what is refunded) before anything is cancelled."""
-        from core.payments import service as payments  # payments builds on cases
-
         case = await own_case(request, uid)
         if case.status not in states.TRANSITIONS["cancel"].sources:
             return redirect(f"/cases/{case.uid}", "cannot-cancel")
@@ -250,13 +223,11 @@ class RequestController(Controller):
     async def cancel(self, request: Request, uid: FromPath[str]) -> Redirect:
         """Cancel a draft, or a submitted request not yet received: what was paid is refunded.
         Only from the confirmation page (`confirm=yes`); anything else is sent there first."""
-        from core.payments import service as payments  # payments builds on cases
-
         case = await own_case(request, uid)
         if (await request.form()).get("confirm") != "yes":
             return redirect(f"/requests/{case.uid}/cancel")
         try:
-            await payments.cancel_request(case, request.user, ip=client_ip(request))
+            await reception.cancel(case, request.user, ip=client_ip(request))
         except cases.TransitionRefused:
             return redirect(f"/cases/{case.uid}", "cannot-cancel")
         return redirect("/dashboard", "request-cancelled")
@@ -282,43 +253,4 @@ def _change_rows(
     return raw
 
 
-class CaseController(Controller):
-    path = "/cases"
-    guards = [role_guard(PATIENT)]
-
-    @get("/{uid:str}")
-    async def show(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        return await case_page(request, await own_case(request, uid))
-
-
-async def case_page(
-    request: Request, case: Case, status_code: int = 200, payment_error: str = ""
-) -> Template:
-    """The patient's case page (also re-rendered with a payment problem)."""
-    from core.payments import service as payments
-
-    specialty = request.app.state.plugins.specialty(case.specialty)
-    payment = await payments.summary(case, specialty)
-    return page(
-        request,
-        "cases/case.html",
-        status_code,
-        case=case,
-        specialty=specialty,
-        status=cases.patient_status(
-            case, paid=payment.paid is not None, missing=payment.missing, fee=payment.fee_display
-        ),
-        events=await cases.timeline(case),
-        answers=cases.answers_of(case),
-        questions=cases.questions_of(case),
-        documents=documents.record_lines(await documents.documents_of(case)),
-        left_out=await documents.archives_with_left_out(case),
-        can_upload=documents.may_add_records(request.user, case),
-        unfinished=await resumable.unfinished(case),
-        links=await provider_links.links_of(case),
-        payment=payment,
-        payment_error=payment_error,
-    )
-
-
-ROUTES = [RequestController, CaseController]
+ROUTES = [RequestController]

@@ -8,7 +8,8 @@ from litestar.response import Template
 from core.cases import service as cases
 from core.cases.states import PATIENT_STATUS, RECEIVED
 from core.payments import service as payments
-from core.security import ADMIN, COORDINATOR, PATIENT, signed_in
+from core.roles import ADMIN, COORDINATOR, PATIENT
+from core.security import signed_in
 from core.web import page
 
 

@@ -1,9 +1,12 @@
-"""Admin page `/admin/audit`: filter the audit log by date, user, action and patient."""
+"""Admin page `/admin/audit`: filter the audit log by date, user, action and patient.
+
+The log names accounts by uid (it sits below accounts); this page turns the emails typed in the
+filters into uids, and the uids it shows back into emails.
+"""
 
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -14,9 +17,11 @@ from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Controller, Request, get
 from litestar.response import Template
 
-from core import runtime
+from core.accounts import service as accounts
 from core.audit import service
-from core.security import ADMIN, role_guard
+from core.ids import parse_uuid
+from core.roles import ADMIN
+from core.security import role_guard
 from core.web import bounded_int
 
 PAGE_SIZE = 50
@@ -67,10 +72,11 @@ def _parse_subject(value: str, query: dict[str, Any], errors: dict[str, str]) ->
     if "@" in value:
         query["subject_email"] = value.lower()
         return
-    try:
-        query["subject_uid"] = str(uuid.UUID(value))
-    except ValueError:
+    parsed = parse_uuid(value)
+    if parsed is None:
         errors["subject"] = "Enter the patient's email address or their account id."
+    else:
+        query["subject_uid"] = str(parsed)
 
 
 def _parse_offset(value: str | None) -> int:
@@ -102,6 +108,18 @@ def _rows(page: service.SearchPage, zone: ZoneInfo) -> list[dict[str, Any]]:
     ]
 
 
+async def _with_uids(query: dict[str, Any]) -> dict[str, Any]:
+    """The search's filters, with emails turned into the uids of their accounts."""
+    query = dict(query)
+    if "actor_email" in query:
+        query["actor_uids"] = await accounts.uids_with_email(query.pop("actor_email"))
+    if "subject_email" in query:
+        query["subject_uids"] = await accounts.uids_with_email(query.pop("subject_email"))
+    elif "subject_uid" in query:
+        query["subject_uids"] = [query.pop("subject_uid")]
+    return query
+
+
 async def _record_view(request: Request, filters: Filters) -> None:
     # Reading the log is itself an event; the filter values may name people, so keep names only.
     user = request.scope.get("user")
@@ -120,14 +138,20 @@ class AuditController(Controller):
 
     @get("/", name="audit:index")
     async def index(self, request: Request) -> Template:
-        settings = runtime.settings()
+        settings = request.app.state.settings
         zone = ZoneInfo(settings.time_zone)
         filters = parse_filters(request.query_params)
-        page = None
+        page, emails = None, {}
         if not filters.errors:
-            page = await service.search(**filters.query, limit=PAGE_SIZE, offset=filters.offset)
+            page = await service.search(
+                **await _with_uids(filters.query), limit=PAGE_SIZE, offset=filters.offset
+            )
+            emails = await accounts.emails_by_uid(
+                uid for e in page.entries for uid in (e.actor_uid, e.subject_uid) if uid
+            )
             await _record_view(request, filters)
         context = {
+            "emails": emails,
             "values": filters.values,
             "errors": filters.errors,
             "page": page,

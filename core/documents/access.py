@@ -1,0 +1,105 @@
+"""Who may read a case's records and add to them, and the audited reads ("who opened my
+records")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.accounts.tables import User
+from core.audit import service as audit
+from core.cases.states import accepts_records
+from core.cases.tables import Case
+from core.documents.records import COMPLETE, DocumentNotFound
+from core.documents.tables import Document
+from core.ids import parse_uuid
+from core.roles import ADMIN, COORDINATOR, DOCTOR, PATIENT
+
+
+def may_read(user: User, case: Case) -> bool:
+    """The owning patient, coordinators and admins, and the doctor the case is assigned to now:
+    a reassigned doctor loses access at once."""
+    if user.role == PATIENT:
+        return case.patient == user.id
+    if user.role in (COORDINATOR, ADMIN):
+        return True
+    if user.role == DOCTOR:
+        return case.assigned_doctor == user.id
+    return False
+
+
+def may_add_records(user: User, case: Case) -> bool:
+    """Only the owning patient adds records themselves (staff read them; doctors send theirs
+    through an upload link), and only while the case still accepts records."""
+    return user.role == PATIENT and case.patient == user.id and accepts_records(case.status)
+
+
+async def get_document(case: Case, uid: str) -> Document:
+    parsed = parse_uuid(uid)
+    if parsed is None:
+        raise DocumentNotFound
+    doc = (
+        await Document.objects()
+        .where(
+            (Document.uid == parsed) & (Document.case == case.id) & (Document.status == COMPLETE)
+        )
+        .first()
+    )
+    if doc is None:
+        raise DocumentNotFound
+    return doc
+
+
+async def record_access(
+    user: User, case: Case, doc: Document, action: str, *, ip: str | None
+) -> None:
+    await audit.record_about(f"document.{action}", doc, case=case, actor=user, ip=ip)
+
+
+READ_ACTIONS = ("document.download", "document.view", "document.preview")
+
+
+@dataclass
+class AccessLine:
+    at: datetime
+    who: str
+    action: str
+    document: str
+
+
+async def record_accesses(case: Case, viewer: User) -> list[AccessLine]:
+    """Every read of this case's records, newest first, for the patient's own page: staff by
+    name and role, the patient as "You"."""
+    from core.audit.tables import AuditEvent
+
+    rows = (
+        await AuditEvent.objects()
+        .where((AuditEvent.case_id == str(case.uid)) & AuditEvent.action.is_in(list(READ_ACTIONS)))
+        .order_by(AuditEvent.seq, ascending=False)
+    )
+    uids = {row.actor_uid for row in rows if row.actor_uid}
+    people = {
+        str(user.uid): user
+        for user in (
+            await User.objects().where(User.uid.is_in([parse_uuid(u) for u in uids]))
+            if uids
+            else []
+        )
+    }
+    names = {
+        str(doc.uid): doc.display_name
+        for doc in await Document.objects().where(Document.case == case.id)
+    }
+    lines = []
+    for row in rows:
+        person = people.get(row.actor_uid or "")
+        if person is None:
+            who = "Unknown"
+        elif person.id == viewer.id:
+            who = "You"
+        else:
+            who = f"{person.full_name} ({person.role})"
+        # A preview is the person looking at the file in the browser: "viewed" to the patient.
+        verb = "downloaded" if row.action == "document.download" else "viewed"
+        lines.append(AccessLine(row.at, who, verb, names.get(row.object_id or "", "a file")))
+    return lines

@@ -1,0 +1,49 @@
+"""What one domain tells the others (see core/events.py): one frozen dataclass per fact.
+
+Kept below every domain so that a publisher and its subscribers both can name the fact without
+importing each other. Ids are database ids of the rows concerned; the handler reads what it
+needs in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CaseSubmitted:
+    """A patient submitted a request (cases). Payments fixes its fee, or refuses (no fee set)."""
+
+    case_id: int
+    patient: Any  # core.accounts.tables.User
+
+
+@dataclass(frozen=True)
+class FeePaidChanged:
+    """Whether the fee of a case is paid changed (payments): a payment settled (`paid`), or the
+    payment that paid it was refunded and none other did (not `paid`). Cases notes it and
+    decides whether the case is received."""
+
+    case_id: int
+    paid: bool
+
+
+@dataclass(frozen=True)
+class RecordsChanged:
+    """The records of a case changed (documents): `checklist_items` are the keys of the
+    specialty's required-records checklist that its records now satisfy. Cases notes them and
+    decides whether the case is received."""
+
+    case_id: int
+    checklist_items: frozenset[str]
+
+
+@dataclass(frozen=True)
+class CaseClosedEarly:
+    """A case was declined by staff or cancelled by its patient before review (cases).
+    Payments closes the open checkouts and refunds what was paid, after the commit."""
+
+    case_id: int
+    actor: Any  # core.accounts.tables.User, who declined or cancelled
+    ip: str | None

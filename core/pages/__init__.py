@@ -1,0 +1,7 @@
+"""Pages that put several domains together (a case with its records, payment and timeline;
+the request wizard with its fee; the staff queues). They sit above every domain; a domain's own
+actions answer from its routes.py."""
+
+from core.pages import case, home, requests, staff
+
+ROUTES = [*home.ROUTES, *requests.ROUTES, *case.ROUTES, *staff.ROUTES]

@@ -1,0 +1,36 @@
+"""What the pages of this package share: finding the case a request names, reading forms."""
+
+from __future__ import annotations
+
+from litestar import Request
+from litestar.exceptions import NotFoundException
+
+from core.cases import service as cases
+from core.cases.tables import Case
+from core.security import record_denied
+from core.specialty import Specialty
+
+CONTROL_KEYS = {"_csrf_token", "action"}
+
+
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    form = await request.form()
+    return {
+        key: [str(v) for v in form.getall(key)] for key in form.keys() if key not in CONTROL_KEYS
+    }
+
+
+def specialty_of(request: Request, slug: str) -> Specialty:
+    specialty = request.app.state.plugins.specialty(slug)
+    if specialty is None:  # its plugin was removed: the case can be seen, not edited
+        raise NotFoundException()
+    return specialty
+
+
+async def own_case(request: Request, uid: str) -> Case:
+    """The signed-in patient's own case, else 404 (audited as a denial)."""
+    try:
+        return await cases.get_own_case(request.user, uid)
+    except cases.CaseNotFound:
+        await record_denied(request, reason="not_owner_or_missing")
+        raise NotFoundException() from None
