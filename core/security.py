@@ -38,6 +38,11 @@ class Account(Protocol):
     session_epoch: int
 
 
+# The last time a session was used is noted at most this often: a request that changes nothing
+# else then writes nothing (no store write, no new cookie). The idle timeout ends a session
+# between idle_minutes - 1 and idle_minutes after its last use.
+SEEN_RESOLUTION_SECONDS = 60
+
 # Keys in the scope that carry this request's session bookkeeping.
 _SESSION_STATE = "consilium.session"
 
@@ -48,6 +53,7 @@ class _SessionState:
     known: bool = False
     rotate: bool = False
     new_id: str | None = None
+    loaded: bytes | None = None  # the stored bytes as this request found them
 
 
 class RotatingSessionBackend(ServerSideSessionBackend):
@@ -62,7 +68,7 @@ class RotatingSessionBackend(ServerSideSessionBackend):
             store = self.config.get_store_from_app(connection.scope["app"])
             data = await self.get(session_id, store=store)
             if data is not None:
-                state.known = True
+                state.known, state.loaded = True, data
                 return self.deserialize_data(data)
         return {}
 
@@ -85,6 +91,13 @@ class RotatingSessionBackend(ServerSideSessionBackend):
             if state.presented_id:  # tell the browser to forget the cookie
                 await super().store_in_message(Empty, message, connection)
             return
+        unchanged = (
+            state.known
+            and not state.rotate
+            and state.loaded == self.serialize_data(scope_session, connection.scope)
+        )
+        if unchanged:
+            return  # nothing to write, and the browser's cookie stays as it is
         await super().store_in_message(scope_session, message, connection)
 
 
@@ -103,7 +116,7 @@ def session_config(settings: Settings) -> RotatingSessionConfig:
         key=f"{settings.cookie_prefix}session",
         store="sessions",
         max_age=settings.session_idle_minutes * 60,
-        renew_on_access=True,
+        renew_on_access=False,  # renewed when written (the last-seen time, once a minute)
         secure=settings.secure_cookies,
         httponly=True,
         samesite="lax",
@@ -163,7 +176,8 @@ class CurrentUserMiddleware(ASGIMiddleware):
             if user is not None and user.session_epoch == session.get("epoch"):
                 scope["user"] = user
                 scope["auth"] = session.get("auth")
-                session["seen"] = now
+                if now - session.get("seen", 0) >= SEEN_RESOLUTION_SECONDS:
+                    session["seen"] = now  # a write (and a renewed cookie) once a minute at most
             else:
                 session.clear()
         await next_app(scope, receive, send)
