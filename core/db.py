@@ -2,6 +2,10 @@
 
 Piccolo finds its engine through `piccolo_conf.DB`; `configure_database` builds the engine for
 the given settings and binds it to every table, so tests can switch engines per test.
+
+On SQLite the engine keeps its connections (`core/sqlite.py`: one serialised writer, a few
+readers, per event loop) instead of Piccolo's connection per query; `start_pool` and
+`close_pool` open and close them as they do PostgreSQL's pool.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 from piccolo.table import Table
 
 from core.settings import Settings
+from core.sqlite import KeptSQLiteEngine
 
 log = logging.getLogger("consilium.db")
 
@@ -34,7 +39,9 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 def build_engine(settings: Settings) -> Engine:
     if settings.uses_postgres:
         return PostgresEngine(config={"dsn": settings.database_url})
-    return SQLiteEngine(path=str(settings.sqlite_path), timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+    return KeptSQLiteEngine(
+        path=str(settings.sqlite_path), busy_timeout=SQLITE_BUSY_TIMEOUT_SECONDS
+    )
 
 
 def prepare_sqlite_file(settings: Settings) -> None:
@@ -51,6 +58,9 @@ def configure_database(settings: Settings) -> Engine:
 
     if not settings.uses_postgres:
         prepare_sqlite_file(settings)
+    replaced = getattr(piccolo_conf, "DB", None)
+    if isinstance(replaced, KeptSQLiteEngine):
+        replaced.dispose()  # its connections of finished loops; running loops close their own
     engine = build_engine(settings)
     piccolo_conf.DB = engine
     for table in Finder().get_table_classes():
@@ -76,7 +86,10 @@ async def transaction() -> AsyncIterator[None]:
     """A write transaction; joins the one already open in this task, if any.
 
     SQLite transactions start IMMEDIATE so that a read-then-write never fails when it upgrades
-    its lock (Piccolo's default DEFERRED does, at once, under concurrency).
+    its lock (Piccolo's default DEFERRED does, at once, under concurrency); in this process they
+    also queue for the one writer connection (`core/sqlite.py`), whose lock they hold until the
+    commit or rollback. Reads in the transaction run on that connection and see its writes;
+    other tasks read on the reader connections and see them only after the commit.
     """
     engine = current_engine()
     if engine.current_transaction.get() is not None:
@@ -136,11 +149,15 @@ async def start_pool(settings: Settings) -> None:
         await engine.start_connection_pool(
             min_size=settings.database_pool_min, max_size=settings.database_pool_max
         )
+    elif isinstance(engine, KeptSQLiteEngine):
+        await engine.start_connection_pool()
 
 
 async def close_pool() -> None:
     engine = current_engine()
     if isinstance(engine, PostgresEngine) and engine.pool is not None:
+        await engine.close_connection_pool()
+    elif isinstance(engine, KeptSQLiteEngine):
         await engine.close_connection_pool()
 
 
