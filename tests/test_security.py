@@ -331,32 +331,6 @@ async def test_every_new_session_id_ends_the_previous_one(client, running_app) -
     assert (await client.get("/dashboard")).status_code == 200
 
 
-async def test_a_request_that_changes_nothing_writes_no_session(
-    client, running_app, monkeypatch
-) -> None:
-    """Session state is written (and the cookie renewed) only when it changed: the last-seen
-    time at most once a minute."""
-    await sign_in(client, await make_person("patient", "quiet@example.com"))
-    store = running_app.stores.get("sessions")
-    writes: list[str] = []
-    real_set = type(store).set
-
-    async def counting_set(self, key, value, expires_in=None):  # type: ignore[no-untyped-def]
-        writes.append(key)
-        return await real_set(self, key, value, expires_in=expires_in)
-
-    monkeypatch.setattr(type(store), "set", counting_set)
-    for _ in range(3):
-        response = await client.get("/dashboard")
-        assert response.status_code == 200
-        assert not any("session=" in c for c in response.headers.get_list("set-cookie"))
-    assert writes == []
-    real = time.time
-    monkeypatch.setattr(security.time, "time", lambda: real() + security.SEEN_RESOLUTION_SECONDS)
-    assert (await client.get("/dashboard")).status_code == 200
-    assert len(writes) == 1  # the last-seen time moved on: one write, the cookie renewed
-
-
 @pytest.mark.parametrize(("minutes_later", "signed_in"), [(29, True), (31, False)])
 async def test_idle_timeout(client, monkeypatch, minutes_later: int, signed_in: bool) -> None:
     await sign_in(client, await make_person("patient", "idle@example.com"))
