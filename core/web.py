@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date, datetime
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment
@@ -217,3 +220,153 @@ def bounded_int(value: str | None, *, default: int, low: int, high: int) -> int:
     except ValueError:
         return default
     return min(max(number, low), high)
+
+
+# Lists a page at a time (keyset pagination) -----------------------------------------------------
+#
+# A list that grows with history (a patient's cases, a queue, the audit log) is shown a page at
+# a time, in one fixed order that ends with a unique column (so rows with the same time keep
+# one order). A page is found by the sort key of a row of the page before, never by an offset:
+# `?after=<cursor>` is the page that follows that row in the order shown, `?before=<cursor>`
+# the page that comes before it. A query per page, however long the list.
+#
+# A cursor is the row's key written as numbers ("<microseconds since 1970>.<id>", or a
+# sequence number): opaque to people, and checked here. Anything else that arrives (malformed,
+# out of range, unknown digits) is the first page. A cursor only positions a query that the
+# service already limits to what the person may see: it can never widen it.
+
+PAGE_SIZE = 25  # rows per page of a list of cases (a person's, a queue)
+
+Key = tuple[Any, ...]
+Row = TypeVar("Row")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_LARGEST = {
+    datetime: (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND,
+    date: date.max.toordinal(),
+    int: 2**31 - 1,  # ids and sequence numbers are Serial: 32 bits on PostgreSQL
+}
+_NUMBER = re.compile(r"[0-9]{1,19}")  # ASCII digits only: int() would read "١٢" too
+MAX_CURSOR_CHARS = 80
+
+
+def encode_cursor(key: Key) -> str:
+    """A row's sort key as a cursor: aware datetimes as microseconds since 1970 (UTC), dates
+    as their ordinal, integers as they are, joined with dots."""
+    parts = []
+    for value in key:
+        if isinstance(value, datetime):
+            parts.append((value - _EPOCH) // _MICROSECOND)
+        elif isinstance(value, date):
+            parts.append(value.toordinal())
+        elif isinstance(value, int) and not isinstance(value, bool):
+            parts.append(value)
+        else:
+            raise TypeError(f"a cursor holds datetimes, dates and integers, not {value!r}")
+    return ".".join(str(part) for part in parts)
+
+
+def decode_cursor(text: str | None, kinds: tuple[type, ...]) -> Key | None:
+    """The key a cursor of `encode_cursor` holds, read as `kinds` (datetime, date or int, in
+    order); None for anything that is not such a cursor."""
+    if not text or len(text) > MAX_CURSOR_CHARS:
+        return None
+    parts = text.split(".")
+    if len(parts) != len(kinds):
+        return None
+    key: list[Any] = []
+    for part, kind in zip(parts, kinds, strict=True):
+        if not _NUMBER.fullmatch(part) or int(part) > _LARGEST[kind]:
+            return None
+        number = int(part)
+        if kind is datetime:
+            key.append(_EPOCH + number * _MICROSECOND)
+        elif kind is date:
+            if number < 1:
+                return None
+            key.append(date.fromordinal(number))
+        else:
+            key.append(number)
+    return tuple(key)
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """Which page of a list to show: the first, or the one after or before a row's key."""
+
+    after: Key | None = None
+    before: Key | None = None
+
+    @property
+    def first(self) -> bool:
+        return self.after is None and self.before is None
+
+
+def page_request(params: Mapping[str, Any], kinds: tuple[type, ...]) -> PageRequest:
+    """The page a query string asks for (`after` wins over `before`; a bad cursor: the first)."""
+    after = decode_cursor(_text(params.get("after")), kinds)
+    if after is not None:
+        return PageRequest(after=after)
+    return PageRequest(before=decode_cursor(_text(params.get("before")), kinds))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# A list's query, called with keywords `limit`, `after` and `before`: at most `limit` rows in the
+# list's order, the first ones after the row with key `after`, or the last ones before the row
+# with key `before` (still in the list's order), or the first ones.
+Fetch = Callable[..., Awaitable[list[Row]]]
+
+
+@dataclass(frozen=True)
+class Page(Generic[Row]):
+    """One page of a list, and the cursors of the pages around it (None: there is none)."""
+
+    rows: list[Row]
+    previous: str | None = None  # for ?before=: the rows before this page
+    next: str | None = None  # for ?after=: the rows after this page
+
+    def link(self, path: str, params: Mapping[str, str], direction: str) -> str | None:
+        """The link to the "previous" or "next" page, or to the "first" one (when this is not
+        it), keeping `params` (the list's filters; empty values are left out)."""
+        cursor = self.next if direction == "next" else self.previous
+        if cursor is None:
+            return None
+        query = {name: value for name, value in params.items() if value}
+        if direction != "first":
+            query["after" if direction == "next" else "before"] = cursor
+        return f"{path}?{urlencode(query)}" if query else path
+
+    def links(self, path: str, params: Mapping[str, str]) -> dict[str, str | None]:
+        """The page's links for a template: first_link, previous_link, next_link."""
+        return {
+            f"{direction}_link": self.link(path, params, direction)
+            for direction in ("first", "previous", "next")
+        }
+
+
+async def paginate(
+    fetch: Fetch[Row], wanted: PageRequest, key: Callable[[Row], Key], size: int = PAGE_SIZE
+) -> Page[Row]:
+    """The page `wanted` of the list `fetch` reads, `size` rows, in one query (two when the
+    cursor points past either end of the list: then the first page is shown instead)."""
+    if wanted.before is not None:
+        rows = await fetch(limit=size + 1, after=None, before=wanted.before)
+        if len(rows) > size:  # a full page, and more before it
+            rows = rows[1:]
+            return Page(
+                rows, previous=encode_cursor(key(rows[0])), next=encode_cursor(key(rows[-1]))
+            )
+        wanted = PageRequest()  # back at the start: the first page, full
+    rows = await fetch(limit=size + 1, after=wanted.after, before=None)
+    if wanted.after is not None and not rows:  # past the end (or a made-up cursor)
+        wanted = PageRequest()
+        rows = await fetch(limit=size + 1, after=None, before=None)
+    more, rows = len(rows) > size, rows[:size]
+    return Page(
+        rows,
+        previous=encode_cursor(key(rows[0])) if wanted.after is not None else None,
+        next=encode_cursor(key(rows[-1])) if more else None,
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -311,8 +312,11 @@ async def test_search_filters_by_date_user_action_and_subject(
 
     newest = await service.search(limit=3)
     assert newest.has_more and len(newest.entries) == 3
-    oldest = await service.search(limit=3, offset=3)
+    oldest = await service.search(limit=3, older_than=newest.entries[-1].seq)
     assert not oldest.has_more and [e.action for e in oldest.entries] == ["login.success"]
+    # The page before the oldest, by sequence number: the newest three again, newest first.
+    back = await service.search(limit=3, newer_than=oldest.entries[0].seq)
+    assert not back.has_more and back.entries == newest.entries
     entry = newest.entries[1]
     assert (entry.actor_uid, entry.actor_role, entry.subject_uid) == (doctor_uid, "doctor", b_uid)
 
@@ -343,8 +347,11 @@ def test_filter_form_parsing() -> None:
     )
     assert set(bad.errors) == {"to", "subject", "action"}
     assert parse_filters({"subject": "p@x.org"}).query == {"subject_email": "p@x.org"}
-    assert parse_filters({"offset": "-4"}).offset == 0
-    assert parse_filters({"offset": "junk"}).offset == 0
+    # Pages are found by an event's sequence number; the old ?offset= means the first page.
+    assert parse_filters({"after": "57"}).page.after == (57,)
+    assert parse_filters({"before": "57", "action": "login"}).page.before == (57,)
+    for odd in ({"offset": "50"}, {"after": "-4"}, {"after": "junk"}, {"before": "1.2"}):
+        assert parse_filters(odd).page.first
 
 
 # The admin page ----------------------------------------------------------------------------------
@@ -386,10 +393,14 @@ async def test_admin_page_lists_filters_and_pages(
     assert "admin@example.org" in html
     assert "pat&lt;script&gt;@example.org" in html and "pat<script>" not in html
     assert "&lt;b&gt;x&lt;/b&gt;" in html
-    assert 'href="/admin/audit?offset=50"' in html and ">Older<" in html and ">Newer<" not in html
+    older_link = re.search(r'<a href="(/admin/audit\?after=\d+)" rel="next">Older</a>', html)
+    assert older_link and ">Newer<" not in html
 
-    older = await client.get("/admin/audit", params={"offset": "50"})
+    older = await client.get(older_link.group(1))
     assert ">Newer<" in older.text and ">Older<" not in older.text
+    assert "<caption>Audit events, older</caption>" in older.text
+    # The old offset parameter is ignored: the first page.
+    assert ">Newer<" not in (await client.get("/admin/audit", params={"offset": "50"})).text
 
     filtered = await client.get("/admin/audit", params={"action": "case"})
     assert filtered.text.count("<code>case.update</code>") == 1

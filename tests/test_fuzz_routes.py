@@ -43,7 +43,8 @@ FIELD_NAMES = sorted(
         for path in (ROOT / folder).rglob("*.html")
         for name in re.findall(r'name="([a-z_0-9]+)"', path.read_text())
     }
-    | {"offset", "notice", "queue", "refresh", "from", "to", "email", "action", "subject", "next"}
+    | {"offset", "after", "before", "notice", "queue", "refresh", "from", "to", "email", "action"}
+    | {"subject", "next"}
 )
 
 numbers = st.one_of(
@@ -125,6 +126,9 @@ def target_url(path: str, value: str | None, ids: dict[str, str]) -> str:
 @example(sent=("\x00", "", b"", ""))
 @example(sent=("a" * 5000, "", b"", ""))
 @example(sent=(None, "offset=9223372036854775808", b"", ""))
+# Page cursors at the edges of what they may hold (the last day of year 9999, the largest id).
+@example(sent=(None, "after=253402300799999999.2147483647&queue=declined", b"", ""))
+@example(sent=(None, "before=253402300799999999.2147483647&before=0.0", b"", ""))
 async def test_no_route_answers_a_server_error(visitors, sent) -> None:
     value, query, body, content_type = sent
     failures = []

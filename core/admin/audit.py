@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2_fragments.litestar import HTMXBlockTemplate
@@ -22,11 +21,12 @@ from core.audit import service
 from core.ids import parse_uuid
 from core.roles import ADMIN
 from core.security import role_guard
-from core.web import bounded_int
+from core.web import Page, PageRequest, page_request, paginate
 
 PAGE_SIZE = 50
-# 20,000 pages back; further than that, filter by date.
-MAX_OFFSET = 1_000_000
+# A page's cursor is the sequence number of an event (?after=: the events older than it, the
+# next page; ?before=: the newer ones). The old ?offset= is ignored: the first page.
+SEQ_CURSOR = (int,)
 FILTER_NAMES = ("from", "to", "email", "action", "subject")
 ACTION_FILTER_RE = re.compile(r"^[a-z0-9_.]{1,64}$")
 MAX_EMAIL_CHARS = 320
@@ -39,7 +39,7 @@ class Filters:
     values: dict[str, str] = field(default_factory=dict)
     query: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-    offset: int = 0
+    page: PageRequest = field(default_factory=PageRequest)
 
 
 def parse_filters(params: Any) -> Filters:
@@ -62,7 +62,7 @@ def parse_filters(params: Any) -> Filters:
             errors["action"] = "Actions look like login.failure: letters, digits and dots."
         query["action"] = values["action"].lower()
     _parse_subject(values["subject"], query, errors)
-    filters.offset = _parse_offset(params.get("offset"))
+    filters.page = page_request(params, SEQ_CURSOR)
     return filters
 
 
@@ -79,24 +79,30 @@ def _parse_subject(value: str, query: dict[str, Any], errors: dict[str, str]) ->
         query["subject_uid"] = str(parsed)
 
 
-def _parse_offset(value: str | None) -> int:
-    return bounded_int(value, default=0, low=0, high=MAX_OFFSET)
-
-
 def format_local(at: datetime, zone: ZoneInfo) -> str:
     """e.g. "2 Oct 2026 14:05" in the deployment's time zone."""
     local = at.astimezone(zone)
     return f"{local.day} {local:%b %Y %H:%M}"
 
 
-def page_link(values: dict[str, str], offset: int) -> str:
-    params = {name: value for name, value in values.items() if value}
-    if offset:
-        params["offset"] = str(offset)
-    return "/admin/audit" + (f"?{urlencode(params)}" if params else "")
+async def search_page(query: dict[str, Any], wanted: PageRequest) -> Page[service.AuditEntry]:
+    """One page of the events the filters `query` find (emails already turned into uids)."""
+
+    async def fetch(
+        *, limit: int, after: tuple[int] | None, before: tuple[int] | None
+    ) -> list[service.AuditEntry]:
+        found = await service.search(
+            **query,
+            limit=limit,
+            older_than=after[0] if after else None,
+            newer_than=before[0] if before else None,
+        )
+        return found.entries
+
+    return await paginate(fetch, wanted, lambda entry: (entry.seq,), PAGE_SIZE)
 
 
-def _rows(page: service.SearchPage, zone: ZoneInfo) -> list[dict[str, Any]]:
+def _rows(page: Page[service.AuditEntry], zone: ZoneInfo) -> list[dict[str, Any]]:
     return [
         {
             "entry": entry,
@@ -104,7 +110,7 @@ def _rows(page: service.SearchPage, zone: ZoneInfo) -> list[dict[str, Any]]:
             "at_iso": service.format_chain_time(entry.at),
             "details": sorted(entry.details.items()),
         }
-        for entry in page.entries
+        for entry in page.rows
     ]
 
 
@@ -143,11 +149,9 @@ class AuditController(Controller):
         filters = parse_filters(request.query_params)
         page, emails = None, {}
         if not filters.errors:
-            page = await service.search(
-                **await _with_uids(filters.query), limit=PAGE_SIZE, offset=filters.offset
-            )
+            page = await search_page(await _with_uids(filters.query), filters.page)
             emails = await accounts.emails_by_uid(
-                uid for e in page.entries for uid in (e.actor_uid, e.subject_uid) if uid
+                uid for e in page.rows for uid in (e.actor_uid, e.subject_uid) if uid
             )
             await _record_view(request, filters)
         context = {
@@ -157,12 +161,8 @@ class AuditController(Controller):
             "page": page,
             "rows": _rows(page, zone) if page else [],
             "time_zone": settings.time_zone,
-            "newer_link": page_link(filters.values, max(0, filters.offset - PAGE_SIZE))
-            if page and filters.offset
-            else None,
-            "older_link": page_link(filters.values, filters.offset + PAGE_SIZE)
-            if page and page.has_more
-            else None,
+            # Newest first: the first page is the newest, the previous one newer, the next older.
+            **(page or Page([])).links("/admin/audit", filters.values),
         }
         if request.headers.get("hx-request"):
             # htmx asks for the results only (filter form wired with hx-get later).

@@ -103,10 +103,9 @@ class AuditEntry:
 
 @dataclass(frozen=True)
 class SearchPage:
-    entries: list[AuditEntry]
-    has_more: bool  # older events exist beyond this page
+    entries: list[AuditEntry]  # newest first
+    has_more: bool  # more events exist beyond this page, in the direction searched
     limit: int
-    offset: int
 
 
 @dataclass
@@ -343,19 +342,29 @@ async def search(
     action: str | None = None,
     subject_uids: list[str | uuid.UUID] | None = None,
     limit: int = 100,
-    offset: int = 0,
+    older_than: int | None = None,
+    newer_than: int | None = None,
 ) -> SearchPage:
-    """Events matching every given filter, newest first.
+    """Events matching every given filter, newest first, `limit` at a time.
 
     Dates are whole days in the deployment's time zone, both ends included (a datetime is
     taken as an exact bound, `date_to` exclusive). `action` matches itself and its dotted
     children ("login" finds "login.success" and "login.failure"). `actor_uids` and
     `subject_uids` (None: any) match any of the accounts given; an empty list matches nothing.
+
+    Pages are found by sequence number, never by offset: `older_than=seq` gives the newest
+    events before that one (the next page of the list), `newer_than=seq` the oldest ones after
+    it (the page before), still newest first. `has_more`: events exist beyond the page in the
+    direction searched. One query, on the primary key's order, however deep the page.
     """
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    offset = max(0, offset)
-    empty = SearchPage(entries=[], has_more=False, limit=limit, offset=offset)
-    query = AuditEvent.select().order_by(AuditEvent.seq, ascending=False)
+    empty = SearchPage(entries=[], has_more=False, limit=limit)
+    backwards = newer_than is not None
+    query = AuditEvent.select().order_by(AuditEvent.seq, ascending=backwards)
+    if backwards:
+        query = query.where(AuditEvent.seq > newer_than)
+    elif older_than is not None:
+        query = query.where(AuditEvent.seq < older_than)
     if date_from is not None:
         query = query.where(AuditEvent.at >= _day_start(date_from))
     if date_to is not None:
@@ -372,9 +381,11 @@ async def search(
         if not wanted:
             return empty
         query = query.where(column.is_in(wanted))
-    rows = await query.limit(limit + 1).offset(offset)
+    rows = await query.limit(limit + 1)
     entries = [_entry(row) for row in rows[:limit]]
-    return SearchPage(entries=entries, has_more=len(rows) > limit, limit=limit, offset=offset)
+    if backwards:
+        entries.reverse()
+    return SearchPage(entries=entries, has_more=len(rows) > limit, limit=limit)
 
 
 def _zone() -> ZoneInfo:

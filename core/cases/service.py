@@ -69,22 +69,93 @@ async def get_own_case(patient: User, uid: str) -> Case:
     return case
 
 
-async def cases_of(patient: User) -> list[Case]:
-    return (
-        await Case.objects()
-        .where(Case.patient == patient.id)
-        .order_by(Case.created_at, ascending=False)
-    )
+# Lists of cases, a page at a time ----------------------------------------------------------------
+#
+# Every list of cases has one order: a time column, then the id (unique: cases with the same time
+# keep one order, so no page repeats or skips one). A page is the `limit` cases after, or before,
+# a case's key in that order (keyset pagination: the same cost on the first page and the last).
+# An index on (what the list filters on, the time, id) serves each list: see the migration
+# "indexes for lists of cases".
+
+CaseKey = tuple[datetime, int]  # a case's place in a list: its time in that list, its id
 
 
-async def cases_in(statuses: tuple[str, ...] | list[str]) -> list[Case]:
-    """Every case in these states, due soonest first (staff queues)."""
-    return (
-        await Case.objects()
-        .where(Case.status.is_in(list(statuses)))
-        .order_by(Case.due_on)
-        .order_by(Case.submitted_at)
-    )
+@dataclass(frozen=True)
+class CaseOrder:
+    """How a list of cases is ordered: by a time column of Case, then by id."""
+
+    column: str  # a Timestamptz column that no case of the list leaves empty
+    newest_first: bool
+
+    def key(self, case: Case) -> CaseKey:
+        return getattr(case, self.column), case.id
+
+
+OWN_CASES = CaseOrder("created_at", newest_first=True)
+# The staff queues, by state: what a coordinator needs first.
+QUEUE_ORDERS = {
+    # Triage order: the case received longest ago first (every case gets the same number of
+    # working days, so this is also the one due soonest).
+    states.RECEIVED: CaseOrder("received_at", newest_first=False),
+    states.SUBMITTED: CaseOrder("submitted_at", newest_first=False),  # waiting longest first
+    states.DECLINED: CaseOrder("updated_at", newest_first=True),  # declined last first
+}
+# Cases with a refund for staff to pay back (payments finds them): oldest submitted first. Every
+# case with a payment was submitted (its fee is fixed then).
+REFUND_QUEUE = CaseOrder("submitted_at", newest_first=False)
+
+
+async def cases_page(
+    query: Any,
+    order: CaseOrder,
+    *,
+    limit: int | None = None,
+    after: CaseKey | None = None,
+    before: CaseKey | None = None,
+) -> list[Case]:
+    """The cases of `query` (a `Case.objects()` query, filtered) in `order`: the first `limit`
+    after the case with key `after`, or the last `limit` before the one with key `before`
+    (still in `order`), or the first `limit` (None: all)."""
+    column = Case._meta.get_column_by_name(order.column)
+    backwards = before is not None
+    descending = order.newest_first != backwards
+    key = before if backwards else after
+    if key is not None:
+        at, case_id = key
+        # The time bounds the index range; the id breaks ties among cases with that time.
+        if descending:
+            query = query.where(column <= at).where((column < at) | (Case.id < case_id))
+        else:
+            query = query.where(column >= at).where((column > at) | (Case.id > case_id))
+    query = query.order_by(column, Case.id, ascending=not descending)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = await query
+    return rows[::-1] if backwards else rows
+
+
+async def cases_of(
+    patient: User,
+    *,
+    limit: int | None = None,
+    after: CaseKey | None = None,
+    before: CaseKey | None = None,
+) -> list[Case]:
+    """The patient's own cases, newest first (see `cases_page`); never anyone else's."""
+    query = Case.objects().where(Case.patient == patient.id)
+    return await cases_page(query, OWN_CASES, limit=limit, after=after, before=before)
+
+
+async def cases_in(
+    status: str,
+    *,
+    limit: int | None = None,
+    after: CaseKey | None = None,
+    before: CaseKey | None = None,
+) -> list[Case]:
+    """The cases in this state, in its queue's order (`QUEUE_ORDERS`; see `cases_page`)."""
+    query = Case.objects().where(Case.status == status)
+    return await cases_page(query, QUEUE_ORDERS[status], limit=limit, after=after, before=before)
 
 
 # Uploads write one timeline entry per file (in the transaction that stores it); the timeline

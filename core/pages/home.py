@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 from litestar import Request, get
 from litestar.response import Template
 
 from core.cases import service as cases
-from core.cases.states import PATIENT_STATUS, RECEIVED
+from core.cases.states import PATIENT_STATUS
+from core.cases.tables import Case
+from core.pages.staff import CASE_CURSOR, queue_page
 from core.payments import service as payments
-from core.roles import ADMIN, COORDINATOR, PATIENT
+from core.roles import COORDINATOR, PATIENT
 from core.security import signed_in
-from core.web import page
+from core.web import Page, page, page_request, paginate
 
 
 @get("/", name="home")
@@ -24,15 +28,25 @@ async def home(request: Request) -> Template:
 
 @get("/dashboard", guards=[signed_in])
 async def dashboard(request: Request) -> Template:
+    """A patient's own cases, newest first; a coordinator's received cases, in triage order
+    (the received queue); a page at a time, in one query for the cases."""
     user = request.user
-    own_cases = await cases.cases_of(user) if user.role == PATIENT else []
-    received = await cases.cases_in([RECEIVED]) if user.role in (COORDINATOR, ADMIN) else []
+    found: Page[Case] = Page([])
+    if user.role == PATIENT:
+        # The cursor only positions the query; cases_of keeps it to this patient's cases.
+        fetch = functools.partial(cases.cases_of, user)
+        found = await paginate(
+            fetch, page_request(request.query_params, CASE_CURSOR), cases.OWN_CASES.key
+        )
+    elif user.role == COORDINATOR:
+        found = await queue_page("received", request.query_params)
     return page(
         request,
         "pages/dashboard.html",
         user=user,
-        cases=own_cases,
-        received=received,
+        cases=found.rows if user.role == PATIENT else [],
+        received=found.rows if user.role == COORDINATOR else [],
+        **found.links("/dashboard", {}),
         statuses=PATIENT_STATUS,
     )
 

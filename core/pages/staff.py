@@ -6,7 +6,9 @@ Each action is one service call; its problems re-render the case page with what 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -22,15 +24,29 @@ from core.errors import InvalidInput, Refused
 from core.payments import service as payments
 from core.roles import ADMIN, COORDINATOR
 from core.security import role_guard
-from core.web import client_ip, form_data, page, redirect
+from core.web import Page, client_ip, form_data, page, page_request, paginate, redirect
 
 STAFF = (COORDINATOR, ADMIN)
+# name: (title, the state of its cases, the order they are listed in: core.cases.service).
 QUEUES = {
-    "received": ("Received for review", (states.RECEIVED,)),
-    "waiting": ("Waiting for payment or records", (states.SUBMITTED,)),
-    "declined": ("Declined", (states.DECLINED,)),
-    "refunds": ("Refunds to pay back", ()),  # any state: a payment's refund is due
+    "received": ("Received for review", states.RECEIVED, "Received longest ago first."),
+    "waiting": ("Waiting for payment or records", states.SUBMITTED, "Submitted longest ago first."),
+    "declined": ("Declined", states.DECLINED, "Declined most recently first."),
+    # Any state: a payment's refund is due.
+    "refunds": ("Refunds to pay back", None, "Submitted longest ago first."),
 }
+# A queue's cursor: the case's time in the queue's order and its id (core.cases.service).
+CASE_CURSOR = (datetime, int)
+
+
+async def queue_page(name: str, params: Any) -> Page[Case]:
+    """One page of the queue `name` (a key of QUEUES), as the query string `params` asks."""
+    status = QUEUES[name][1]
+    if status is None:
+        fetch, order = payments.cases_with_refunds_due, cases.REFUND_QUEUE
+    else:
+        fetch, order = functools.partial(cases.cases_in, status), cases.QUEUE_ORDERS[status]
+    return await paginate(fetch, page_request(params, CASE_CURSOR), order.key)
 
 
 async def _staff_case(uid: str) -> Case:
@@ -47,12 +63,19 @@ class StaffCaseController(Controller):
     @get("/")
     async def queue(self, request: Request) -> Template:
         name = request.query_params.get("queue", "received")
-        title, statuses = QUEUES.get(name, QUEUES["received"])
-        if name == "refunds":
-            rows = await payments.cases_with_refunds_due()
-        else:
-            rows = await cases.cases_in(statuses)
-        return page(request, "staff/queue.html", cases=rows, queue=name, title=title, queues=QUEUES)
+        if name not in QUEUES:
+            name = "received"
+        found = await queue_page(name, request.query_params)
+        return page(
+            request,
+            "staff/queue.html",
+            cases=found.rows,
+            **found.links("/staff/cases", {"queue": name}),
+            queue=name,
+            title=QUEUES[name][0],
+            order=QUEUES[name][2],
+            queues=QUEUES,
+        )
 
     async def _page(self, request: Request, case: Case, status: int = 200, **extra: Any):
         specialty = request.app.state.plugins.specialty(case.specialty)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core import clock, db
 from core.accounts.tables import User
+from core.cases import service as cases
 from core.cases import states
 from core.cases.tables import Case
 from core.errors import InvalidInput
@@ -48,13 +49,19 @@ async def refund_all(case: Case, actor: User | None, *, ip: str | None) -> list[
     return [await refund(payment, case, actor, ip=ip) for payment in due]
 
 
-async def cases_with_refunds_due() -> list[Case]:
-    """Cases with a payment whose refund failed or is for staff to pay back (staff queue)."""
-    rows = await Payment.select(Payment.case).where(Payment.status == REFUND_DUE)
-    ids = sorted({row["case"] for row in rows})
-    if not ids:
-        return []
-    return await Case.objects().where(Case.id.is_in(ids)).order_by(Case.submitted_at)
+async def cases_with_refunds_due(
+    *,
+    limit: int | None = None,
+    after: cases.CaseKey | None = None,
+    before: cases.CaseKey | None = None,
+) -> list[Case]:
+    """Cases with a payment whose refund failed or is for staff to pay back (staff queue), in
+    `cases.REFUND_QUEUE` order, a page at a time (see `cases.cases_page`): one query."""
+    due = Payment.select(Payment.case).where(Payment.status == REFUND_DUE)
+    query = Case.objects().where(Case.id.is_in(due))
+    return await cases.cases_page(
+        query, cases.REFUND_QUEUE, limit=limit, after=after, before=before
+    )
 
 
 async def refund(payment: Payment, case: Case, staff: User | None, *, ip: str | None) -> Payment:
