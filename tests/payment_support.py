@@ -62,14 +62,17 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def add_letter(app, case: Case, *, checklist_item: str | None = "letter") -> None:
-    """The patient's required record, through the upload service the routes use."""
+async def add_letter(
+    app, case: Case, *, checklist_item: str | None = "letter", text: str = "letter"
+) -> None:
+    """The patient's required record, through the upload service the routes use (the same
+    `text` twice is the same content, which a case stores once)."""
     patient_case = await cases.get_case(str(case.uid))
     await documents.store_upload(
         app.state.records,
         patient_case,
         filename="letter.pdf",
-        chunks=_chunks(b"%PDF-1.7\n" + b"letter " * 400),
+        chunks=_chunks(b"%PDF-1.7\n" + f"{text} ".encode() * 400),
         uploader=None,
         checklist_item=checklist_item,
         plugins=app.state.plugins,

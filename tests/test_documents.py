@@ -246,7 +246,9 @@ def zipped(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in members.items():
-            archive.writestr(name, data)
+            # A fixed time: the same members make the same bytes (writestr would stamp now).
+            entry = zipfile.ZipInfo(name, date_time=(2026, 10, 2, 9, 0, 0))
+            archive.writestr(entry, data, compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
@@ -292,6 +294,8 @@ async def test_files_left_out_of_a_zip_are_listed(client) -> None:
     assert "could not keep" not in text_of(page.split('id="records"', 1)[0])  # said in place
 
     # upload.js gets HTML (a block of the case page) that says it too and names the next page.
+    # (Another letter: the same ZIP again would be recognised as already here.)
+    members["letter.pdf"] = PDF[:4000]
     body, content_type = multipart([("file", ("more.zip", zipped(members), "application/zip"))])
     answer = await client.post(
         f"/cases/{uid}/documents/",
@@ -466,3 +470,187 @@ async def test_no_plaintext_touches_disk(tmp_path, database_url, monkeypatch, pa
         [doc] = await Document.objects().where(Document.status == "complete")
         download = await client.get(f"/cases/{uid}/documents/{doc.uid}")
         assert download.content == data
+
+
+# A folder in batches (issue 12): each file stored, already there, or refused; nothing twice --
+
+
+def batch_body(files: list[tuple[str, bytes]], **fields: str) -> tuple[bytes, str]:
+    """One batch as upload.js sends it: its fields first, then the files."""
+    parts: list = list(fields.items())
+    parts += [("file", (name, data, "application/octet-stream")) for name, data in files]
+    return multipart(parts)
+
+
+async def send_batch(
+    client: httpx.AsyncClient, uid: str, files: list[tuple[str, bytes]], **fields: str
+) -> httpx.Response:
+    body, content_type = batch_body(files, **fields)
+    headers = {"content-type": content_type, "x-csrftoken": csrf_token(client)}
+    headers["x-upload-client"] = "1"
+    return await client.post(f"/cases/{uid}/documents/", content=body, headers=headers)
+
+
+def outcome_of(answer: httpx.Response) -> dict:
+    """The per-file outcome upload.js reads from the answer (data-upload-outcome)."""
+    import html
+    import json
+
+    found = re.search(r"data-upload-outcome='([^']*)'", answer.text)
+    assert found, answer.text
+    return json.loads(html.unescape(found.group(1)))
+
+
+async def objects_in_store(settings) -> int:
+    return len(files_under(settings.var_dir / "documents" / "objects"))
+
+
+async def test_a_file_sent_again_is_recognised_and_not_stored_twice(client, settings) -> None:
+    from core.cases.tables import CaseEvent
+
+    _, uid = await new_case(client, "again@example.com")
+    first = await send_batch(client, uid, [("a.pdf", PDF[:5000]), ("b.pdf", PDF[:6000])])
+    assert first.status_code == 200, first.text
+    assert [f["outcome"] for f in outcome_of(first)["files"]] == ["stored", "stored"]
+    events, audits = await CaseEvent.count(), await AuditEvent.count()
+
+    # The same two files (a retried batch), with a new one between them.
+    again = await send_batch(
+        client, uid, [("a.pdf", PDF[:5000]), ("c.pdf", PDF[:7000]), ("b (1).pdf", PDF[:6000])]
+    )
+    assert again.status_code == 200, again.text
+    files = outcome_of(again)["files"]
+    assert [f["outcome"] for f in files] == ["already", "stored", "already"]
+    assert "document" not in files[0]  # which row holds it is not said
+    said = text_of(again.text)
+    assert "1 file uploaded and stored encrypted." in said
+    assert "2 files were already here, so we did not store them twice." in said
+    assert await Document.count() == 3 and await objects_in_store(settings) == 3
+    # Only the new file wrote its timeline line and audit event.
+    assert await CaseEvent.count() == events + 1 and await AuditEvent.count() == audits + 1
+
+    # Without JavaScript: a page that says so (the form posted again is harmless).
+    plain = await upload(client, uid, "a.pdf", PDF[:5000])
+    assert plain.status_code == 200
+    assert "1 file was already here, so we did not store it twice." in text_of(plain.text)
+    assert await Document.count() == 3
+
+    # Another case of the same person keeps its own copy.
+    from tests.test_upload_limits import another_case
+
+    other = await another_case(client)
+    assert (await upload(client, other, "a.pdf", PDF[:5000])).status_code == 303
+    assert await Document.count() == 4
+
+
+async def test_the_same_file_sent_twice_at_once_is_stored_once(client, running_app) -> None:
+    """Two requests with the same file racing (a retry while the first is still being stored):
+    the unique content key lets one row in, on both engines."""
+    import asyncio
+
+    _, uid = await new_case(client, "race-same@example.com")
+    async with open_client(running_app) as second:
+        for cookie in client.cookies.jar:
+            second.cookies.set(cookie.name, cookie.value or "", domain=cookie.domain)
+        answers = await asyncio.gather(
+            *(send_batch(c, uid, [("scan.pdf", PDF)]) for c in (client, second))
+        )
+    assert [a.status_code for a in answers] == [200, 200]
+    outcomes = sorted(outcome_of(a)["files"][0]["outcome"] for a in answers)
+    assert outcomes == ["already", "stored"]
+    assert await Document.count() == 1
+
+
+async def test_a_refused_file_does_not_stop_the_others(client, settings) -> None:
+    _, uid = await new_case(client, "refused-one@example.com")
+    files = [
+        ("IM0001.pdf", PDF[:5000]),
+        ("viewer.exe", b"MZ" + b"\0" * 600),
+        ("IM0002.pdf", PDF[:6000]),
+        ("notes.txt", b"just some text" * 100),
+    ]
+    answer = await send_batch(client, uid, files)
+    assert answer.status_code == 200, answer.text
+    outcome = outcome_of(answer)
+    assert [f["outcome"] for f in outcome["files"]] == ["stored", "refused", "stored", "refused"]
+    assert outcome["files"][1]["reason"] == "Programs cannot be uploaded."
+    assert await Document.count() == 2
+    said = text_of(answer.text)
+    assert "2 files uploaded and stored encrypted." in said
+    assert "2 files were not stored:" in said
+    assert "viewer.exe — Programs cannot be uploaded." in said
+
+    # Without JavaScript: the page lists what is in and what is not.
+    body, content_type = batch_body([files[1], ("IM0003.pdf", PDF[:7000])])
+    plain = await client.post(
+        f"/cases/{uid}/documents/",
+        content=body,
+        headers={"content-type": content_type, "x-csrftoken": csrf_token(client)},
+    )
+    assert plain.status_code == 200 and "<html" in plain.text
+    said = text_of(plain.text)
+    assert "1 file uploaded and stored encrypted." in said
+    assert "1 file was not stored: viewer.exe — Programs cannot be uploaded." in said
+    assert f'href="/cases/{uid}#records"' in plain.text
+
+    # A batch of refused files only: its status is the refusal's, each file still said.
+    only = await send_batch(client, uid, [files[1], files[3]])
+    assert only.status_code == 415
+    assert [f["outcome"] for f in outcome_of(only)["files"]] == ["refused", "refused"]
+
+
+async def test_system_files_of_a_folder_are_left_out_unread(client) -> None:
+    _, uid = await new_case(client, "system-files@example.com")
+    files = [
+        ("CD/.DS_Store", b"\0\0\0\1Bud1" * 10),
+        ("CD/IM0001.pdf", PDF[:5000]),
+        ("CD\\Thumbs.db", b"\xd0\xcf\x11\xe0" * 10),
+        ("__MACOSX/CD/._IM0001.pdf", b"\0\5\26\7" * 10),
+    ]
+    answer = await send_batch(client, uid, files)
+    assert answer.status_code == 200, answer.text
+    outcomes = [f["outcome"] for f in outcome_of(answer)["files"]]
+    assert outcomes == ["skipped", "stored", "skipped", "skipped"]
+    said = text_of(answer.text)
+    assert "3 system files of the folder (such as" in said  # .DS_Store or Thumbs.db
+    assert "Thumbs.db) were left out: they hold nothing for the doctor." in said
+    assert "not stored" not in said
+    assert await Document.count() == 1
+    # A form of system files only has nothing to upload.
+    nothing = await upload(client, uid, ".DS_Store", b"\0\0\0\1Bud1")
+    assert nothing.status_code == 400 and "Please choose a file to upload." in nothing.text
+
+
+async def test_the_last_batch_sums_up_the_earlier_ones(client) -> None:
+    _, uid = await new_case(client, "sum-up@example.com")
+    first = await send_batch(client, uid, [("1.pdf", PDF[:5000]), ("2.pdf", PDF[:5001])])
+    stored = [f["document"] for f in outcome_of(first)["files"]]
+    last = await send_batch(
+        client,
+        uid,
+        [("3.pdf", PDF[:5002])],
+        done_documents=",".join([*stored, "not-an-id", "00000000-0000-4000-8000-000000000000"]),
+        done_already="2",
+    )
+    said = text_of(last.text)
+    assert "3 files uploaded and stored encrypted." in said
+    assert "2 files were already here" in said
+
+
+async def test_a_zip_sent_again_stores_nothing_twice(client, settings) -> None:
+    _, uid = await new_case(client, "zip-again@example.com", slug="radiology")
+    series = dicom_series(4)
+    members = {f"DICOM/IM{i}": data for i, data in enumerate(series)}
+    assert (await upload(client, uid, "cd.zip", zipped(members))).status_code == 303
+    assert await Document.count().where(Document.status == "complete") == 4
+    # The same ZIP: recognised whole.
+    same = await send_batch(client, uid, [("cd.zip", zipped(members))])
+    assert [f["outcome"] for f in outcome_of(same)["files"]] == ["already"]
+    # Another ZIP holding two of the same images and one new one: those two are counted.
+    more = zipped({"a": series[0], "b": series[1], "c": dicom_series(1)[0]})
+    answer = await send_batch(client, uid, [("more.zip", more)])
+    said = text_of(answer.text)
+    assert "1 file uploaded and stored encrypted." in said
+    assert "2 files were already here" in said
+    assert await Document.count().where(Document.status == "complete") == 5
+    assert await objects_in_store(settings) == 5

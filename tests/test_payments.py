@@ -728,7 +728,7 @@ async def test_the_timeline_lists_payments_uploads_and_refunds(running_app) -> N
         await pay_with_sandbox(client, case, "expire")
         await pay_with_sandbox(client, case, "succeed")
         await add_letter(running_app, case, checklist_item="photos")
-        await add_letter(running_app, case, checklist_item="photos")
+        await add_letter(running_app, case, checklist_item="photos", text="another")
         timeline = text_of(
             part_of((await client.get(f"/cases/{case.uid}")).text, "What has happened")
         )

@@ -144,7 +144,8 @@ async def test_provider_sends_records_through_a_link(client, running_app, settin
 
         # upload.js gets the same thank-you as HTML (a block of the page) to put in place of
         # the form, not a sentence that ends on a generic banner above the same form.
-        quiet = await provider_upload(provider, token, "scan.pdf", script=True)
+        # (Other content: the same file again would be recognised and not stored twice.)
+        quiet = await provider_upload(provider, token, "scan.pdf", PDF + b"scan\n", script=True)
         assert quiet.status_code == 200 and quiet.headers["content-type"].startswith("text/html")
         said = text_of(quiet.text)
         assert said.startswith("Thank you — your files were received")
@@ -198,12 +199,16 @@ async def test_the_thank_you_counts_the_files_and_lists_what_was_left_out(
     arrived, and which files of a ZIP were not kept, and why."""
     _, case = await patient_case(client, running_app, "links-count@example.com")
     token = await make_link(client, case)
-    archive = zipped({"a.pdf": PDF, "b.pdf": PDF, "setup.exe": b"MZ" + b"\0" * 500})
     async with open_client(running_app) as provider:
         await provider.get(f"/upload/{token}")
         for script in (False, True):
+            # Other content each time: the same files again would be recognised as already here.
+            pdf = PDF + str(script).encode()
+            archive = zipped(
+                {"a.pdf": pdf + b"a", "b.pdf": pdf + b"b", "setup.exe": b"MZ" + b"\0" * 500}
+            )
             fields: list = [("_csrf_token", csrf_token(provider))]
-            fields += [("file", ("letter.pdf", PDF, "application/pdf"))]
+            fields += [("file", ("letter.pdf", pdf, "application/pdf"))]
             fields += [("file", ("cd.zip", archive, "application/zip"))]
             body, content_type = multipart(fields)
             headers = {"content-type": content_type}
@@ -427,3 +432,52 @@ async def test_case_page_partial_lists_links(client, running_app) -> None:
     closed = await cases.get_case(str(case.uid))
     html = template.render(case=closed, links=await links.links_of(closed))
     assert 'name="days_valid"' not in html and "/revoke" not in html and "Closed" in html
+
+
+async def test_a_folder_in_batches_takes_one_use_of_the_link(
+    client, running_app, monkeypatch
+) -> None:
+    """upload.js sends a folder in several requests: the first takes the link's use and its
+    answer names the upload's group; the later ones name it and take none (issue 12)."""
+    from core.documents import upload_stream
+    from tests.test_documents import outcome_of
+
+    _, case = await patient_case(client, running_app, "links-batches@example.com")
+    token = await make_link(client, case, max_uses="1")
+    other_token = await make_link(client, case, max_uses="5")
+
+    async def batch(provider: httpx.AsyncClient, link: str, names: list[str], group: str = ""):
+        fields: list = [(upload_stream.GROUP_FIELD, group)] if group else []
+        fields += [("file", (n, PDF + n.encode(), "application/pdf")) for n in names]
+        body, content_type = multipart(fields)
+        headers = {"content-type": content_type, "x-csrftoken": csrf_token(provider)}
+        return await provider.post(
+            f"/upload/{link}", content=body, headers={**headers, "x-upload-client": "1"}
+        )
+
+    async with open_client(running_app) as provider:
+        await provider.get(f"/upload/{token}")
+        first = await batch(provider, token, ["1.pdf", "2.pdf"])
+        assert first.status_code == 200, first.text
+        group = outcome_of(first)["group"]
+        assert group and token not in group
+        # The link's only use is taken; the upload goes on with its group.
+        second = await batch(provider, token, ["3.pdf"], group)
+        assert second.status_code == 200, second.text
+        assert outcome_of(second)["group"]
+        # Without the group, or with one made up or of another link, the link is used up.
+        assert (await batch(provider, token, ["4.pdf"])).status_code == 404
+        forged = f"{group.split('.')[0]}.{'0' * 32}"
+        assert (await batch(provider, token, ["4.pdf"], forged)).status_code == 404
+        await provider.get(f"/upload/{other_token}")
+        elsewhere = outcome_of(await batch(provider, other_token, ["5.pdf"]))["group"]
+        assert (await batch(provider, token, ["4.pdf"], elsewhere)).status_code == 404
+    [link] = await ProviderLink.objects().where(ProviderLink.max_uses == 1)
+    assert link.uses == 1
+    assert await Document.count().where(Document.provider_link == link.id) == 3
+
+    # A group ends GROUP_HOURS after the batch that renewed it.
+    later = clock.now() + timedelta(hours=links.GROUP_HOURS, minutes=1)
+    assert links.continues(link, group)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    assert not links.continues(link, group)

@@ -169,7 +169,7 @@ def _check(archive: zipfile.ZipFile, limits: Limits) -> list[tuple[zipfile.ZipIn
             raise ArchiveError(_bomb(limits), path)
         if info.compress_type not in ACCEPTED_METHODS:
             raise ArchiveError(UNSUPPORTED, path)
-        if not _is_junk(path):
+        if not is_junk(path):
             kept.append((info, path))
     if total > limits.max_total_bytes:
         raise ArchiveError(
@@ -200,8 +200,10 @@ def _safe_path(raw: str) -> str:
     return path
 
 
-def _is_junk(path: str) -> bool:
-    parts = path.lower().split("/")
+def is_junk(path: str) -> bool:
+    """A file systems leave in folders and ZIPs (Finder's, Explorer's): never a record. The
+    upload forms leave these out too (core/documents/upload_stream.py, static/upload.js)."""
+    parts = path.lower().replace("\\", "/").split("/")
     return (
         any(part in JUNK_FOLDERS for part in parts[:-1])
         or parts[-1] in JUNK_FILES

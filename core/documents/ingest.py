@@ -1,5 +1,14 @@
 """Storing an upload: limits, sniffing, sealing as it streams in, ZIPs unpacked, plugins
-inspecting each file, and telling cases which records are in."""
+inspecting each file, the same content recognised, and telling cases which records are in.
+
+One file is one short transaction, written once the file is sealed, stored and read by its
+plugin: the document's row (with what the plugin found), the running totals checked and added
+to (core/documents/usage.py), the timeline line, the audit event and — only when the file brings
+a checklist item the case did not have — the `RecordsChanged` fact. A file whose content (SHA-256
+of the plaintext, computed while sealing) the case holds already is dropped after sealing and
+reported `already`: its row would collide on `content_key`, so a retried batch or a folder sent
+twice stores nothing twice, on both engines and under concurrency.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +17,16 @@ import base64
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from core import clock, context, db
 from core.accounts.tables import User
 from core.audit import service as audit
 from core.cases import service as cases
+from core.cases.reception import records_in
 from core.cases.tables import Case
-from core.documents import kinds
+from core.documents import kinds, usage
 from core.documents.archive import ArchiveError, iter_zip
 from core.documents.archive import Limits as ZipLimits
 from core.documents.content import (
@@ -30,7 +41,6 @@ from core.documents.records import (
     EXPANDED,
     NO_ROOM,
     READ_CHUNK,
-    UPLOADING,
     Records,
     UploadRefused,
     too_large,
@@ -47,13 +57,21 @@ from core.plugins import PluginHost
 from core.specialty import Specialty
 
 
-async def _used_bytes(*, case: Case | None = None, user: User | None = None) -> int:
-    query = Document.select(Document.size).where(Document.status == COMPLETE)
-    if case is not None:
-        query = query.where(Document.case == case.id)
-    if user is not None:
-        query = query.where(Document.uploaded_by == user.id)
-    return sum(row["size"] for row in await query)
+class _Already(Exception):
+    """The case holds this content already: the new row's `content_key` collided."""
+
+
+class _OverLimit(Exception):
+    """Completing the document would pass the case's or the account's limit."""
+
+
+@dataclass
+class Stored:
+    """One file of an upload, taken in: its document, or (`already`) the document that held the
+    same content before, when nothing new was stored."""
+
+    document: Document
+    already: bool = False
 
 
 async def upload_room(
@@ -67,14 +85,15 @@ async def upload_room(
     """The largest file this person may add to this case now: the per-file limit, and what is
     left of the case's and the account's quotas (less `pending` bytes promised to unfinished
     uploads)."""
-    settings = records.settings
-    limit = min(
-        settings.max_file_bytes,
-        settings.max_case_bytes - await _used_bytes(case=case) - pending_case,
+    room = await usage.room(
+        records.settings, case, user, pending_case=pending_case, pending_user=pending_user
     )
-    if user is not None:
-        limit = min(limit, settings.max_user_bytes - await _used_bytes(user=user) - pending_user)
-    return limit
+    return room.limit
+
+
+async def room_for(records: Records, case: Case, user: User | None) -> usage.Room:
+    """The room this person has in this case now, to pass along the files of one upload."""
+    return await usage.room(records.settings, case, user)
 
 
 async def _take_head(chunks: AsyncIterator[bytes]) -> tuple[bytearray, bool]:
@@ -88,7 +107,13 @@ async def _take_head(chunks: AsyncIterator[bytes]) -> tuple[bytearray, bool]:
     return head, False
 
 
-async def store_upload(
+async def store_upload(records: Records, case: Case, **upload: Any) -> Document:
+    """`store_file` for a caller that needs only the document (the one that holds the content,
+    when the case had it already)."""
+    return (await store_file(records, case, **upload)).document
+
+
+async def store_file(
     records: Records,
     case: Case,
     *,
@@ -102,10 +127,17 @@ async def store_upload(
     specialty: Specialty | None = None,
     ip: str | None = None,
     parent_id: int | None = None,
-) -> Document:
+    room: usage.Room | None = None,
+) -> Stored:
     """Seal and store one upload as it arrives. Raises UploadRefused (and keeps nothing) for a
-    refused kind or a limit; the limit is enforced while streaming, whatever the headers said."""
-    limit = await upload_room(records, case, uploader)
+    refused kind or a limit; the limit is enforced while streaming, whatever the headers said,
+    and again, exactly, when the document is completed. `room` is what is left for this case and
+    person (read here when not given; an upload of several files passes one along, and it is
+    kept up to date)."""
+    settings = records.settings
+    if room is None:
+        room = await usage.room(settings, case, uploader)
+    limit = room.limit
     if limit <= 0:
         raise UploadRefused(status=413, message=NO_ROOM)
     head, _ = await _take_head(chunks)
@@ -136,7 +168,8 @@ async def store_upload(
         display_name=display_name(filename),
         media_type=sniffed.media_type or "",
         kind=sniffed.kind or "",
-        status=UPLOADING,
+        # A ZIP's entries take its place (and its bytes in the totals) once unpacked.
+        status=EXPANDED if sniffed.kind == "zip" else COMPLETE,
         segment_size=DEFAULT_SEGMENT_SIZE,
         file_id=file_id.hex(),
         key_id=key_id,
@@ -148,48 +181,43 @@ async def store_upload(
         parent=parent_id,
         flags=json.dumps(flags),
     )
-    await Document.insert(doc)
     sealer = Sealer(data_key, file_id, DEFAULT_SEGMENT_SIZE)
-    try:
-        async with records.store.open_write(doc.storage_key) as writer:
-            for piece in sealer.update(head):
+    async with records.store.open_write(doc.storage_key) as writer:  # aborted if this raises
+        for piece in sealer.update(head):
+            await writer.write(piece)
+        async for chunk in chunks:
+            if sealer.plaintext_size + len(chunk) > limit:
+                raise refusal
+            for piece in sealer.update(chunk):
                 await writer.write(piece)
-            async for chunk in chunks:
-                if sealer.plaintext_size + len(chunk) > limit:
-                    raise refusal
-                for piece in sealer.update(chunk):
-                    await writer.write(piece)
-            await writer.write(sealer.finalize())
+        await writer.write(sealer.finalize())
+    doc.size, doc.sha256, doc.completed_at = sealer.plaintext_size, sealer.sha256_hex(), clock.now()
+    doc.content_key = f"{case.id}:{doc.sha256}"
+    try:
+        if doc.kind != "zip" and plugins is not None and specialty is not None:
+            await inspect(records, doc, plugins, specialty)
+        totals = await _complete(records, case, doc, uploader=uploader, ip=ip)
+    except _Already:
+        await records.store.delete(doc.storage_key)
+        existing = await Document.objects().where(Document.content_key == doc.content_key).first()
+        if existing is None:  # removed meanwhile (a ZIP that could not be unpacked after all)
+            raise UploadRefused(
+                status=409, message="This file could not be saved. Please upload it again."
+            ) from None
+        return Stored(existing, already=True)
+    except _OverLimit:
+        await records.store.delete(doc.storage_key)
+        raise (await usage.room(settings, case, uploader)).refusal() from None
     except BaseException:
-        await Document.delete().where(Document.id == doc.id)
+        await records.store.delete(doc.storage_key)
         raise
-    async with db.transaction():
-        await Document.update(
-            {
-                Document.status: COMPLETE,
-                Document.size: sealer.plaintext_size,
-                Document.sha256: sealer.sha256_hex(),
-                Document.completed_at: clock.now(),
-            }
-        ).where(Document.id == doc.id)
-        if parent_id is None and doc.kind != "zip":  # a ZIP's entry is written once unpacked
-            action = _file_event(source)
-            note = f"{cases.FILE_EVENTS[action]}: {cases.files_text(1)}"
-            await cases.note_event(case.id, action, note, actor=uploader)
-        await audit.record_about(
-            "document.upload",
-            doc,
-            case=case,
-            actor=uploader,
-            ip=ip,
-            details={"kind": doc.kind, "source": source, "bytes": sealer.plaintext_size},
-        )
-    doc.status, doc.size, doc.sha256 = COMPLETE, sealer.plaintext_size, sealer.sha256_hex()
+    room.note(settings, totals, case, uploader)
     if doc.kind == "zip":
         await _expand(
             records,
             case,
             doc,
+            room=room,
             uploader=uploader,
             source=source,
             provider_link_id=provider_link_id,
@@ -198,24 +226,58 @@ async def store_upload(
             specialty=specialty,
             ip=ip,
         )
-    elif plugins is not None and specialty is not None:
-        await inspect(records, doc, plugins, specialty)
-    if parent_id is None:
-        await records_changed(case)  # this upload may have completed the records
-    return doc
+    return Stored(doc)
 
 
-async def records_changed(case: Case) -> None:
-    """Tell cases which checklist items the case's records satisfy now (it decides whether the
-    case is received): after an upload, with whatever a plugin's inspection found."""
+async def _complete(
+    records: Records, case: Case, doc: Document, *, uploader: User | None, ip: str | None
+) -> dict[str, int]:
+    """The one transaction of a stored file: its row, the running totals, the timeline line,
+    the `RecordsChanged` fact when it brings a new checklist item, and the audit event (last:
+    on PostgreSQL it holds the audit chain's lock until the commit). Returns the new totals."""
+    totals: dict[str, int] = {}
     async with db.transaction():
-        rows = await Document.select(Document.checklist_item).where(
-            (Document.case == case.id)
-            & (Document.status == COMPLETE)
-            & Document.checklist_item.is_not_null()
+        if not await Document.insert(doc).on_conflict(action="DO NOTHING"):
+            raise _Already
+        if doc.status == COMPLETE:
+            charged = await usage.charge(
+                records.settings, case.id, uploader.id if uploader else None, doc.size
+            )
+            if charged is None:
+                raise _OverLimit  # rolls the row back too
+            totals = charged
+        if doc.parent is None and doc.kind != "zip":  # a ZIP's entries are noted once unpacked
+            action = _file_event(doc.source)
+            note = f"{cases.FILE_EVENTS[action]}: {cases.files_text(1)}"
+            await cases.note_event(case.id, action, note, actor=uploader)
+            if doc.checklist_item:
+                await _tell_cases(case, {doc.checklist_item})
+        await audit.record_about(
+            "document.upload",
+            doc,
+            case=case,
+            actor=uploader,
+            ip=ip,
+            details={"kind": doc.kind, "source": doc.source, "bytes": doc.size},
         )
-        items = frozenset(row["checklist_item"] for row in rows)
-        await context.current().events.publish(RecordsChanged(case.id, items))
+    return totals
+
+
+async def _tell_cases(case: Case, items: set[str]) -> None:
+    """Tell cases which checklist items the case's records satisfy (it decides whether the case
+    is received), inside the caller's transaction — only when one of `items` is new to the case:
+    otherwise nothing could change. The items a case has only grow, so an older copy of the case
+    row can only make this tell once more than needed, never miss a change."""
+    if items <= records_in(case):
+        return
+    rows = await Document.select(Document.checklist_item).where(
+        (Document.case == case.id)
+        & (Document.status == COMPLETE)
+        & Document.checklist_item.is_not_null()
+    )
+    present = frozenset(row["checklist_item"] for row in rows)
+    await context.current().events.publish(RecordsChanged(case.id, present))
+    case.records_in = json.dumps(sorted(present))
 
 
 def _file_event(source: str) -> str:
@@ -223,36 +285,43 @@ def _file_event(source: str) -> str:
     return "records_sent" if source == "provider" else "records_added"
 
 
-async def _expand(records: Records, case: Case, archive: Document, **upload: Any) -> None:
+async def _expand(
+    records: Records, case: Case, archive: Document, *, room: usage.Room, **upload: Any
+) -> None:
     """Unpack a stored ZIP into documents of their own, each sniffed, sealed and inspected.
 
     The archive is read through a decrypting, seekable reader: the central directory's counts
     and sizes are checked before anything is extracted, and counted again while extracting.
-    A refused archive leaves nothing behind; refused entries are listed on the archive's row.
+    A refused archive leaves nothing behind; refused entries are listed on the archive's row,
+    and entries the case holds already are counted, not stored again.
     """
     loop = asyncio.get_running_loop()
     # Built in a thread: the reader checks the final segment at once, through this loop.
     reader = await asyncio.to_thread(sync_reader, records, archive, loop)
     limits = ZipLimits(max_total_bytes=records.settings.max_file_bytes)
     children: list[Document] = []
+    already = 0
     skipped: list[str] = []
     left_out: list[tuple[str, str]] = []
+    uploader: User | None = upload["uploader"]
     try:
         entries = await asyncio.to_thread(lambda: list(iter_zip(reader, limits)))
-        # Counted out of the quota from here on: the entries take the archive's place.
-        await Document.update({Document.status: EXPANDED}).where(Document.id == archive.id)
         for entry in entries:
             stream = await asyncio.to_thread(entry.open)
             try:
-                child = await store_upload(
+                stored = await store_file(
                     records,
                     case,
                     filename=entry.name,
                     chunks=_read_in_thread(stream),
                     parent_id=archive.id,
+                    room=room,
                     **upload,
                 )
-                children.append(child)
+                if stored.already:
+                    already += 1
+                else:
+                    children.append(stored.document)
             except UploadRefused as refused:
                 skipped.append(f"{display_name(entry.path)}: {refused.message}")
                 left_out.append((display_name(entry.path), refused.message))
@@ -262,17 +331,26 @@ async def _expand(records: Records, case: Case, archive: Document, **upload: Any
         for child in children:
             await records.store.delete(child.storage_key)
         await records.store.delete(archive.storage_key)
-        await Document.delete().where(Document.id == archive.id)  # children cascade
+        async with db.transaction():
+            await Document.delete().where(Document.id == archive.id)  # children cascade
+            await usage.refund(
+                case.id, uploader.id if uploader else None, sum(c.size for c in children)
+            )
         raise UploadRefused(status=422, message=f"This ZIP cannot be unpacked: {refused}") from None
     finally:
         await asyncio.to_thread(reader.close)
     await records.store.delete(archive.storage_key)  # its content now lives in the entries
     # What was kept and what was left out, for the patient (facts) and staff (flags).
-    archive.facts = json.dumps({"kept": len(children), "left_out": left_out})
+    facts: dict[str, Any] = {"kept": len(children), "left_out": left_out}
+    if already:
+        facts["already"] = already
+    archive.facts = json.dumps(facts)
     action = _file_event(upload["source"])
     note = f"{cases.FILE_EVENTS[action]}: {cases.files_text(len(children))} from a ZIP"
     if left_out:
         note += f" ({cases.files_text(len(left_out))} left out)"
+    if already:
+        note += f" ({cases.files_text(already)} already here)"
     async with db.transaction():
         await Document.update(
             {
@@ -280,7 +358,8 @@ async def _expand(records: Records, case: Case, archive: Document, **upload: Any
                 Document.facts: archive.facts,
             }
         ).where(Document.id == archive.id)
-        await cases.note_event(case.id, f"zip_{action}", note, actor=upload["uploader"])
+        await cases.note_event(case.id, f"zip_{action}", note, actor=uploader)
+        await _tell_cases(case, {c.checklist_item for c in children if c.checklist_item})
 
 
 async def _read_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:
@@ -291,19 +370,16 @@ async def _read_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:
 async def inspect(
     records: Records, doc: Document, plugins: PluginHost, specialty: Specialty
 ) -> None:
+    """What the specialty's plugin finds in a stored file, put on the document before its row is
+    written (facts, flags, a checklist item the person did not choose)."""
     loop = asyncio.get_running_loop()
     opener: Callable[[], BinaryIO] = lambda: sync_reader(records, doc, loop)  # noqa: E731
     found = await asyncio.to_thread(plugins.inspect_document, specialty, doc.kind, opener)
     if not found:
         return
-    values: dict[Any, Any] = {}
     if found.facts:
-        values[Document.facts] = json.dumps(found.facts)
+        doc.facts = json.dumps(found.facts)
     if found.flags:
-        values[Document.flags] = json.dumps([*json.loads(doc.flags or "[]"), *found.flags])
+        doc.flags = json.dumps([*json.loads(doc.flags or "[]"), *found.flags])
     if found.checklist_item and not doc.checklist_item:
-        item = kinds.checklist_item_for(specialty, found.checklist_item, doc.kind)
-        if item:
-            values[Document.checklist_item] = item
-    if values:
-        await Document.update(values).where(Document.id == doc.id)
+        doc.checklist_item = kinds.checklist_item_for(specialty, found.checklist_item, doc.kind)

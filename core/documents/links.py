@@ -9,11 +9,13 @@ for the last use cannot both pass. Tokens never reach the audit log or any other
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from hashlib import sha256
 
-from core import clock, db
+from core import clock, context, db
 from core.accounts.tables import User
 from core.audit import service as audit
 from core.cases import states
@@ -22,6 +24,7 @@ from core.cases.tables import Case
 from core.documents.tables import ProviderLink
 from core.errors import InvalidInput, NotFound, Refused
 from core.ids import parse_uuid
+from core.keys import derive_key
 from core.tokens import new_token, token_hash
 
 ACCEPTING = states.ACCEPTING_RECORDS
@@ -309,6 +312,35 @@ async def release(link: ProviderLink, *, ip: str | None = None) -> None:
             ip=ip,
             details={"uses": link.uses},
         )
+
+
+# A folder arrives in several requests (static/upload.js): the first takes the link's use and
+# its answer carries a group token; the later ones name it and take none. The token is an HMAC
+# of the link and an end time (no row): it works only for that link, while the link itself
+# still works, and for GROUP_HOURS after the last batch that renewed it.
+GROUP_HOURS = 2
+
+
+def _group_mac(link_id: int, until: int) -> str:
+    key = derive_key(context.settings(), "provider upload group")
+    return hmac.new(key, f"{link_id}.{until}".encode(), sha256).hexdigest()[:32]
+
+
+def group_token(link: ProviderLink) -> str:
+    """For the answer to a batch that took (or went on with) the link's use."""
+    until = int((clock.now() + timedelta(hours=GROUP_HOURS)).timestamp())
+    return f"{until}.{_group_mac(link.id, until)}"
+
+
+def continues(link: ProviderLink, token: str) -> bool:
+    """Whether a batch names the group of an earlier batch of the same upload on this link."""
+    until_text, _, mac = (token or "").partition(".")
+    if not until_text.isdigit() or len(until_text) > 12:
+        return False
+    until = int(until_text)
+    if until < clock.now().timestamp():
+        return False
+    return hmac.compare_digest(mac, _group_mac(link.id, until))
 
 
 def link_url(base_url: str, token: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from core.accounts.tables import User
@@ -15,6 +15,7 @@ from core.documents.content import (
 )
 from core.documents.records import COMPLETE, EXPANDED
 from core.documents.tables import Document
+from core.ids import parse_uuid
 from core.plugins import PluginHost
 from core.roles import ADMIN, COORDINATOR, DOCTOR
 from core.specialty import RecordsDetail
@@ -107,38 +108,93 @@ class LeftOut:
 
 @dataclass
 class ArchiveOutcome:
-    """What became of one uploaded ZIP: how many of its files were kept, which were not."""
+    """What became of one uploaded ZIP: how many of its files were kept, which were not, and
+    how many the case held already."""
 
     name: str
     added_at: datetime
     kept: int
     left_out: list[LeftOut]
+    already: int = 0
 
 
 def archive_outcome(doc: Document) -> ArchiveOutcome:
     facts = json.loads(doc.facts or "{}") if isinstance(doc.facts, str) else (doc.facts or {})
     left_out = [LeftOut(str(item[0]), str(item[1])) for item in facts.get("left_out", [])]
-    return ArchiveOutcome(doc.display_name, doc.created_at, int(facts.get("kept", 0)), left_out)
+    kept, already = int(facts.get("kept", 0)), int(facts.get("already", 0))
+    return ArchiveOutcome(doc.display_name, doc.created_at, kept, left_out, already)
+
+
+@dataclass(frozen=True)
+class RefusedGroup:
+    """Files not stored for one reason (a CD's viewer program is many files of one kind)."""
+
+    reason: str
+    names: list[str]
 
 
 @dataclass
 class UploadResult:
-    """What one upload (one form, however many files) left on the case."""
+    """What one upload (one form or several batches, however many files) left on the case."""
 
     files: int  # files kept; a ZIP counts the files unpacked from it
-    left_out: list[LeftOut]
+    left_out: list[LeftOut]  # files inside ZIPs that were not kept
+    already: int = 0  # files whose content the case held already: not stored twice
+    refused: list[LeftOut] = field(default_factory=list)  # files not stored, and why
+    stopped: str = ""  # why the rest of the upload was not read, and what to do
+    system: int = 0  # system files of a folder (.DS_Store, Thumbs.db…), left out unread
+
+    @property
+    def refused_by_reason(self) -> list[RefusedGroup]:
+        groups: dict[str, list[str]] = {}
+        for item in self.refused:
+            groups.setdefault(item.reason, []).append(item.name)
+        return [RefusedGroup(reason, names) for reason, names in groups.items()]
+
+    @property
+    def complete(self) -> bool:
+        """Every file is in the case, and nothing needs saying beyond how many."""
+        return not (self.left_out or self.already or self.refused or self.stopped)
 
 
-def upload_result(docs: Sequence[Document]) -> UploadResult:
+def upload_result(
+    docs: Sequence[Document],
+    *,
+    already: int = 0,
+    refused: Sequence[LeftOut] = (),
+    stopped: str = "",
+    system: int = 0,
+) -> UploadResult:
+    """The result of an upload from the documents it stored (a ZIP's unpacked entries
+    counted), the files the case had already, and those it refused."""
     files, left_out = 0, []
     for doc in docs:
         if doc.kind == "zip":
             outcome = archive_outcome(doc)
             files += outcome.kept
             left_out += outcome.left_out
+            already += outcome.already
         else:
             files += 1
-    return UploadResult(files, left_out)
+    return UploadResult(files, left_out, already, list(refused), stopped, system)
+
+
+async def documents_named(
+    case: Case, uids: Sequence[str], *, provider_link_id: int | None = None
+) -> list[Document]:
+    """The documents of this case (stored through this link, if given) among `uids`: those an
+    upload's earlier batches stored, named by its last one so that its answer sums up all."""
+    parsed = [uid for text in dict.fromkeys(uids) if (uid := parse_uuid(text)) is not None]
+    if not parsed:
+        return []
+    where = (
+        (Document.case == case.id)
+        & Document.uid.is_in(parsed)
+        & Document.status.is_in([COMPLETE, EXPANDED])
+    )
+    if provider_link_id is not None:
+        where &= Document.provider_link == provider_link_id
+    return await Document.objects().where(where)
 
 
 async def archives_with_left_out(case: Case) -> list[ArchiveOutcome]:

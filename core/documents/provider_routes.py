@@ -25,8 +25,16 @@ from core.cases import service as cases
 from core.cases.tables import Case
 from core.documents import kinds, links, resumable
 from core.documents import service as documents
-from core.documents.tables import Document, ProviderLink, UploadSession
-from core.documents.upload_stream import Received, csrf_matches, receive_files, script_client
+from core.documents.tables import ProviderLink, UploadSession
+from core.documents.upload_stream import (
+    Received,
+    answer_status,
+    csrf_matches,
+    outcome_data,
+    receive_files,
+    script_client,
+    summary,
+)
 from core.roles import PATIENT
 from core.security import record_denied, role_guard
 from core.specialty import DocumentKind
@@ -187,15 +195,21 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
     ip = client_ip(request)
     specialty = request.app.state.plugins.specialty(case.specialty)
     received, used = Received(), False
+    room: documents.Room | None = None
 
-    async def take_a_use() -> None:  # one use per request, taken before the first byte is stored
+    async def take_a_use() -> None:  # one use per upload, taken before its first byte is stored
         nonlocal used
+        if links.continues(link, received.group):  # a later batch of an upload that took it
+            return
         if used_up or not await links.use(link, ip=ip):
             raise _LinkGone
         used = True
 
-    async def store(filename: str, chunks: AsyncIterator[bytes], _: str | None) -> Document:
-        return await documents.store_upload(
+    async def store(filename: str, chunks: AsyncIterator[bytes], _: str | None) -> documents.Stored:
+        nonlocal room
+        if room is None:
+            room = await documents.room_for(records, case, None)
+        return await documents.store_file(
             records,
             case,
             filename=filename,
@@ -206,47 +220,48 @@ async def provider_upload(request: Request, token: FromPath[str]) -> Response:
             plugins=request.app.state.plugins,
             specialty=specialty,
             ip=ip,
+            room=room,
         )
 
     try:
         await receive_files(request, received, store=store, before_first_file=take_a_use)
     except _LinkGone:
         return _invalid(request)
-    except documents.UploadRefused as refused:
-        if used and not received.stored:
-            await links.release(link, ip=ip)
-        message = refused.message
-        if received.stored:
-            kept = documents.upload_result(received.stored).files
-            message += f" We received the {cases.files_text(kept)} before it."
-        if script_client(request):
-            return _with_headers(
-                Response(message, status_code=refused.status, media_type="text/plain")
-            )
-        return _provider_page(request, link, case, token, refused.status, error=message)
-    except Exception:
+    except BaseException:
         if used and not received.stored:
             await links.release(link, ip=ip)
         raise
-    stored = received.stored
-    stored += await resumable.finished_documents(case, received.finished, provider_link_id=link.id)
-    if not stored:
+    if used and not received.stored:  # nothing of it was kept: the provider may try again
+        await links.release(link, ip=ip)
+    finished = await resumable.finished_documents(case, received.finished, provider_link_id=link.id)
+    finished += await documents.documents_named(case, received.earlier, provider_link_id=link.id)
+    if not received.files and not finished and not received.stopped:
         if used_up:
             return _invalid(request)
         message = "Please choose a file to send."
         if script_client(request):
             return _with_headers(Response(message, status_code=400, media_type="text/plain"))
         return _provider_page(request, link, case, token, 400, error=message)
-    result = documents.upload_result(stored)
+    result = summary(received, finished)
+    status = answer_status(received, result)
+    # Later batches of this upload name the group: they take no use of their own.
+    group = links.group_token(link) if used or links.continues(link, received.group) else ""
     if script_client(request):  # upload.js puts this in place of the form
         return _with_headers(
             HTMXBlockTemplate(
                 template_name="documents/provider_upload.html",
                 block_name="done",
-                context={**_link_context(link, case, token), "result": result},
+                status_code=status,
+                context={
+                    **_link_context(link, case, token),
+                    "result": result,
+                    "outcome": outcome_data(received, group=group),
+                },
             )
         )
-    return _provider_page(request, link, case, token, state="done", result=result)
+    if not (result.files or result.already):  # nothing is in: the form again, with why
+        return _provider_page(request, link, case, token, status, refused=result)
+    return _provider_page(request, link, case, token, status, state="done", result=result)
 
 
 # Resumable uploads behind a link (see core/documents/resumable.py and static/upload.js): the

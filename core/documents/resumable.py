@@ -66,6 +66,7 @@ class Progress:
     status: str
     message: str
     document: str | None
+    already: bool = False  # done, by finding the same content in the case: nothing new stored
 
     @property
     def received_bytes(self) -> int:
@@ -82,6 +83,7 @@ class Progress:
             "status": self.status,
             "message": self.message,
             "document": self.document,
+            "already": self.already,
         }
 
 
@@ -109,10 +111,16 @@ def _data_key(records: service.Records, session: UploadSession) -> bytes:
 
 
 async def progress(session: UploadSession) -> Progress:
-    doc_uid = None
+    doc_uid, already = None, False
     if session.document:
-        row = await Document.select(Document.uid).where(Document.id == session.document).first()
+        row = (
+            await Document.select(Document.uid, Document.created_at)
+            .where(Document.id == session.document)
+            .first()
+        )
         doc_uid = str(row["uid"]) if row else None
+        # The case held this content before the upload began: it was not stored twice.
+        already = bool(row) and row["created_at"] < session.created_at
     return Progress(
         upload=str(session.uid),
         size=session.size,
@@ -122,6 +130,7 @@ async def progress(session: UploadSession) -> Progress:
         status=session.status,
         message=session.message,
         document=doc_uid,
+        already=already,
     )
 
 

@@ -21,7 +21,15 @@ from core.documents import resumable
 from core.documents import service as documents
 from core.documents.content import content_disposition
 from core.documents.tables import Document, UploadSession
-from core.documents.upload_stream import Received, csrf_matches, receive_files, script_client
+from core.documents.upload_stream import (
+    Received,
+    answer_status,
+    csrf_matches,
+    outcome_data,
+    receive_files,
+    script_client,
+    summary,
+)
 from core.error_pages import ShownError
 from core.roles import PATIENT
 from core.security import SANDBOX_CSP, record_denied, role_guard, signed_in
@@ -47,13 +55,23 @@ class DocumentController(Controller):
     async def upload(
         self, request: Request, uid: FromPath[str]
     ) -> Response | Redirect | HTMXBlockTemplate:
+        """A form of files (a plain form, or one batch of upload.js): each stored, found there
+        already, or refused with a reason, the others going on. upload.js gets the case page's
+        result block (with each file's outcome); a plain form is sent back to the case page, or
+        shown what was not stored."""
         records: documents.Records = request.app.state.records
         case = await _addable_case(request, uid)
         specialty = request.app.state.plugins.specialty(case.specialty)
         received = Received()
+        room: documents.Room | None = None
 
-        async def store(filename: str, chunks: AsyncIterator[bytes], item: str | None) -> Document:
-            return await documents.store_upload(
+        async def store(
+            filename: str, chunks: AsyncIterator[bytes], item: str | None
+        ) -> documents.Stored:
+            nonlocal room
+            if room is None:  # one query for the whole form; each file keeps it up to date
+                room = await documents.room_for(records, case, request.user)
+            return await documents.store_file(
                 records,
                 case,
                 filename=filename,
@@ -63,27 +81,43 @@ class DocumentController(Controller):
                 plugins=request.app.state.plugins,
                 specialty=specialty,
                 ip=client_ip(request),
+                room=room,
             )
 
         keys = {d.key for d in specialty.required_documents} if specialty else set()
         await receive_files(request, received, store=store, checklist_keys=keys)
-        stored = received.stored
-        stored += await resumable.finished_documents(case, received.finished, uploader=request.user)
-        if not stored:
+        finished = await resumable.finished_documents(
+            case, received.finished, uploader=request.user
+        )
+        finished += await documents.documents_named(case, received.earlier)
+        if not received.files and not finished and not received.stopped:
             raise ShownError(detail="Please choose a file to upload.")
-        result = documents.upload_result(stored)
+        result = summary(received, finished)
+        status = answer_status(received, result)
         notice = "records-left-out" if result.left_out else "records-uploaded"
+        next_url = f"/cases/{case.uid}?notice={notice}#records"
         if script_client(request):
             return HTMXBlockTemplate(
                 template_name="cases/case.html",
                 block_name="upload_result",
+                status_code=status,
                 context={
                     "case": case,
                     "result": result,
-                    "next_url": f"/cases/{case.uid}?notice={notice}#records",
+                    "outcome": outcome_data(received),
+                    "next_url": next_url,
                 },
             )
-        return redirect(f"/cases/{case.uid}", notice)
+        if not (result.refused or result.already or result.stopped):  # at most a ZIP's notes
+            return redirect(f"/cases/{case.uid}", notice)
+        return page(
+            request,
+            "documents/upload_result.html",
+            status_code=status,
+            case=case,
+            result=result,
+            back=f"/cases/{case.uid}#records",
+        )
 
     @get("/{doc:str}")
     async def download(self, request: Request, uid: FromPath[str], doc: FromPath[str]) -> Stream:

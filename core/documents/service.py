@@ -21,8 +21,10 @@ from core.documents.access import (
     record_accesses,
 )
 from core.documents.ingest import (
+    Stored,
     inspect,
-    records_changed,
+    room_for,
+    store_file,
     store_upload,
     upload_room,
 )
@@ -30,10 +32,12 @@ from core.documents.listing import (
     ArchiveOutcome,
     LeftOut,
     RecordLine,
+    RefusedGroup,
     UploadResult,
     archive_outcome,
     archives_with_left_out,
     describe_line,
+    documents_named,
     documents_of,
     facts_of,
     previewable,
@@ -57,6 +61,7 @@ from core.documents.records import (
     UploadRefused,
     too_large,
 )
+from core.documents.usage import Room
 
 __all__ = [
     "COMPLETE",
@@ -71,12 +76,16 @@ __all__ = [
     "LeftOut",
     "RecordLine",
     "Records",
+    "RefusedGroup",
+    "Room",
+    "Stored",
     "UploadRefused",
     "UploadResult",
     "archive_outcome",
     "archives_with_left_out",
     "data_key_of",
     "describe_line",
+    "documents_named",
     "documents_of",
     "facts_of",
     "get_document",
@@ -89,7 +98,8 @@ __all__ = [
     "record_accesses",
     "record_lines",
     "record_notes",
-    "records_changed",
+    "room_for",
+    "store_file",
     "store_upload",
     "sync_reader",
     "too_large",

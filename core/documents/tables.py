@@ -32,8 +32,10 @@ class ProviderLink(Table, tablename="document_provider_link"):
 
 
 class Document(Table, tablename="document_document"):
-    """One uploaded file, sealed at rest. The row says `complete` only after the bytes are
-    durably stored; the wrapped data key lives here, never beside the file."""
+    """One uploaded file, sealed at rest. The row is written once, `complete` (or `expanded`, a
+    ZIP whose entries became documents), after the bytes are durably stored and read by the
+    plugin: what it found is written with the row. The wrapped data key lives here, never
+    beside the file."""
 
     uid = UUID(unique=True, index=True)
     case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
@@ -42,7 +44,9 @@ class Document(Table, tablename="document_document"):
     display_name = Varchar(length=200)  # sanitised, for display only
     media_type = Varchar(length=60, default="")
     kind = Varchar(length=12, default="")  # pdf | image | dicom | zip
-    status = Varchar(length=12, default="uploading", index=True)  # uploading | complete | failed
+    status = Varchar(
+        length=12, default="uploading", index=True
+    )  # complete | expanded (older rows: uploading)
     size = BigInt(default=0)  # plaintext bytes
     sha256 = Varchar(length=64, default="")  # of the plaintext, checked on every full read
     segment_size = Integer(default=0)
@@ -57,6 +61,22 @@ class Document(Table, tablename="document_document"):
     facts = JSON(default="{}")  # what a plugin read from the file (DICOM tags)
     created_at = Timestamptz(default=TimestamptzNow())
     completed_at = Timestamptz(null=True, default=None)
+    # "<case id>:<sha256>": a case holds the same content once; a file sent again (a retried
+    # upload, the same folder twice) is recognised and not stored twice. Unique by an index the
+    # migration makes (SQLite cannot add a UNIQUE column); None for rows from before it that
+    # repeat an earlier row's content.
+    content_key = Varchar(length=100, null=True, default=None)
+
+
+class DocumentUsage(Table, tablename="document_usage"):
+    """Record bytes held, kept up to date in the transaction that completes each document: one
+    row per case ("case:<id>") and per uploading account ("user:<id>"), so the upload limits
+    read one row each instead of summing every document."""
+
+    scope = Varchar(length=40, unique=True)
+    case = ForeignKey(Case, on_delete=OnDelete.cascade, null=True, default=None)
+    user = ForeignKey(User, on_delete=OnDelete.cascade, null=True, default=None)
+    bytes = BigInt(default=0)  # plaintext bytes of the complete documents counted here
 
 
 class UploadSession(Table, tablename="document_upload_session"):

@@ -6,6 +6,14 @@ the sealer, because Litestar's UploadFile would spool parts over 1 MiB to a plai
 The routes are excluded from Litestar's CSRF middleware (which would parse the whole body first);
 the token is checked here, from the `x-csrftoken` header (htmx, upload.js) or from the form's
 first field, before any file byte is accepted (a plain form without JavaScript).
+
+Every file gets an outcome: stored, already there (the same content), or refused with a
+sentence — a refused file does not stop the others. What stops the rest of a form is said in a
+sentence too, with a 4xx status, and what was stored before it stays stored and is listed: a
+body that is cut short or malformed, a field too long, more parts than any form of ours has.
+Past `MAX_FILES_PER_REQUEST` files the rest of the body is read and dropped (so the browser
+gets the answer rather than a broken connection) and the files are counted, not stored.
+upload.js sends a folder in batches far below that (static/upload.js, BATCH_FILES).
 """
 
 from __future__ import annotations
@@ -17,22 +25,54 @@ from hashlib import sha256
 
 from litestar import Request
 from litestar.exceptions import PermissionDeniedException
-from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
+from multipart import (
+    MultipartError,
+    MultipartSegment,
+    ParserLimitReached,
+    PushMultipartParser,
+    parse_options_header,
+)
 
+from core.cases.service import files_text
 from core.documents import service as documents
+from core.documents.archive import is_junk
+from core.documents.content import display_name
 from core.documents.tables import Document
 from core.error_pages import ShownError
 
-MAX_FILES_PER_REQUEST = 50
-# upload.js sends large files in pieces first, then the rest in one request that names the
-# finished pieced uploads ("done_uploads", comma-separated), so its answer sums up every file.
+# The most files one form stores: a plain form (no JavaScript) with a whole CD still works.
+MAX_FILES_PER_REQUEST = 1000
+# Parts the parser reads at all (files past the maximum are read and dropped, and counted).
+MAX_PARTS = 20 * MAX_FILES_PER_REQUEST
+# upload.js sends large files in pieces first and the rest in batches; the last request names
+# the finished pieced uploads ("done_uploads") and the documents the earlier batches stored
+# ("done_documents"), comma-separated, and how many they found there already ("done_already"),
+# so its answer sums up every file.
 DONE_UPLOADS_FIELD = "done_uploads"
-MAX_DONE_UPLOADS_CHARS = 40_000
+DONE_DOCUMENTS_FIELD = "done_documents"
+DONE_ALREADY_FIELD = "done_already"  # how many files earlier batches found there already
+MAX_DONE_CHARS = 40 * 20_000  # uids of 36 characters and a comma: 20,000 of them
+# Later batches of one upload through a doctor's link name the first one's group (links.py).
+GROUP_FIELD = "upload_group"
+
+CUT_SHORT = "The upload was cut short or malformed. Please try again."
+TOO_MANY_PARTS = (
+    "This upload holds more parts than we can read in one go. Please send fewer files at a time."
+)
 
 
-async def done_uploads(form: MultipartStream) -> list[str]:
-    text = await form.text(MAX_DONE_UPLOADS_CHARS)
+async def _uid_list(form: MultipartStream) -> list[str]:
+    text = await form.text(MAX_DONE_CHARS)
     return [uid.strip() for uid in text.split(",") if uid.strip()]
+
+
+def too_many_files(skipped: int) -> str:
+    """Why the files past the per-request maximum were not stored, and what to do."""
+    return (
+        f"One upload can carry at most {MAX_FILES_PER_REQUEST:,} files, so we did not store "
+        f"the other {files_text(skipped)}. Send the same files or folder again: the files we "
+        "have already are recognised and not stored twice."
+    )
 
 
 def script_client(request: Request) -> bool:
@@ -64,9 +104,10 @@ class MultipartStream:
         _, options = parse_options_header(request.headers.get("content-type", ""))
         if "boundary" not in options:
             raise ShownError(detail="Please choose a file and send the form again.")
-        self._parser = PushMultipartParser(
-            options["boundary"], max_segment_count=MAX_FILES_PER_REQUEST + 5
-        )
+        try:
+            self._parser = PushMultipartParser(options["boundary"], max_segment_count=MAX_PARTS)
+        except MultipartError:
+            raise ShownError(detail=CUT_SHORT) from None
         self._events = self._parse(request)
         self._in_body = False
 
@@ -78,10 +119,12 @@ class MultipartStream:
                         yield event
             for event in self._parser.parse(b""):
                 yield event
-        except ParserError:
-            raise ShownError(
-                detail="The upload was cut short or malformed. Please try again."
-            ) from None
+        except ParserLimitReached as limit:
+            if "count" in str(limit):
+                raise ShownError(status_code=413, detail=TOO_MANY_PARTS) from None
+            raise ShownError(detail=CUT_SHORT) from None  # a part's headers: no browser's
+        except MultipartError:  # malformed, cut short, or the parser misused
+            raise ShownError(detail=CUT_SHORT) from None
 
     async def next_part(self) -> MultipartSegment | None:
         if self._in_body:
@@ -110,16 +153,50 @@ class MultipartStream:
 
 
 @dataclass
+class Outcome:
+    """What became of one file of a form: `document` holds it (stored now, or `already` there
+    with the same content), or it was `refused` (why, in plain words, and the status)."""
+
+    name: str
+    document: Document | None = None
+    already: bool = False
+    refused: str = ""
+    status: int = 0
+    full: bool = False  # refused because the case or the account has no room left
+    system: bool = False  # a system file (.DS_Store, Thumbs.db…): left out, not read
+
+
+@dataclass
 class Received:
-    """What a form brought: the documents stored (so far, if it failed half way), and the
-    pieced uploads it says were finished before it (upload.js)."""
+    """What a form brought, so far if it stopped half way: each file's outcome, the pieced
+    uploads and earlier batches it says were finished before it (upload.js), and why the rest
+    was not read (`stopped`, a sentence, with its status)."""
 
-    stored: list[Document] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    earlier: list[str] = field(default_factory=list)
+    earlier_already: int = 0
+    group: str = ""
+    skipped: int = 0  # files past MAX_FILES_PER_REQUEST, read and dropped
+    stopped: str = ""
+    stopped_status: int = 0
+
+    @property
+    def stored(self) -> list[Document]:
+        """Documents this form stored (not those it found there already)."""
+        return [o.document for o in self.outcomes if o.document is not None and not o.already]
+
+    @property
+    def files(self) -> bool:
+        """Whether the form brought any file other than system files."""
+        return any(not o.system for o in self.outcomes)
+
+    def stop(self, status: int, sentence: str) -> None:
+        self.stopped, self.stopped_status = sentence, status
 
 
-# store(filename, chunks, checklist_item) → the stored document
-Store = Callable[[str, AsyncIterator[bytes], str | None], Awaitable[Document]]
+# store(filename, chunks, checklist_item) → the document, and whether it was there already
+Store = Callable[[str, AsyncIterator[bytes], str | None], Awaitable[documents.Stored]]
 
 
 async def receive_files(
@@ -131,9 +208,11 @@ async def receive_files(
     before_first_file: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Read the form as it arrives into `received`: the CSRF token before any file byte, a
-    checklist item (one of `checklist_keys`; None takes none), the finished pieced uploads, and
-    each file through `store`. `before_first_file()` runs once, before the first file is stored
-    (a link takes its use then); it refuses by raising."""
+    checklist item (one of `checklist_keys`; None takes none), the finished pieced uploads and
+    earlier batches, and each file through `store`. A refused file is noted and the next one
+    read; a form that cannot be read on is noted in `received.stopped` (raises only for a bad
+    CSRF token, and for what `before_first_file()` raises: it runs once, before the first file
+    is stored, and a link takes its use then)."""
     header_token = request.headers.get("x-csrftoken", "")
     if header_token and not csrf_matches(request, header_token):
         raise PermissionDeniedException("CSRF token verification failed")
@@ -145,18 +224,88 @@ async def receive_files(
     checked = bool(header_token)
     checklist_item: str | None = None
     started = False
-    while (part := await form.next_part()) is not None:
-        if part.name == "_csrf_token":
-            checked = csrf_matches(request, await form.text())
-        if not checked:  # no file byte is read before the token is verified
-            raise PermissionDeniedException("CSRF token verification failed")
-        if part.name == "checklist_item" and checklist_keys is not None:
-            value = (await form.text(100)).strip()
-            checklist_item = value if value in checklist_keys else None
-        elif part.name == DONE_UPLOADS_FIELD:
-            received.finished = await done_uploads(form)
-        elif part.name == "file" and part.filename:
-            if not started and before_first_file is not None:
-                await before_first_file()
-            started = True
-            received.stored.append(await store(part.filename, form.body(), checklist_item))
+    try:
+        while (part := await form.next_part()) is not None:
+            if part.name == "_csrf_token":
+                checked = csrf_matches(request, await form.text())
+            if not checked:  # no file byte is read before the token is verified
+                raise PermissionDeniedException("CSRF token verification failed")
+            if part.name == "checklist_item" and checklist_keys is not None:
+                value = (await form.text(100)).strip()
+                checklist_item = value if value in checklist_keys else None
+            elif part.name == DONE_UPLOADS_FIELD:
+                received.finished = await _uid_list(form)
+            elif part.name == DONE_DOCUMENTS_FIELD:
+                received.earlier = await _uid_list(form)
+            elif part.name == DONE_ALREADY_FIELD:
+                count = (await form.text(10)).strip()
+                received.earlier_already = min(int(count), 10**6) if count.isdigit() else 0
+            elif part.name == GROUP_FIELD:
+                received.group = (await form.text(200)).strip()
+            elif part.name == "file" and part.filename:
+                if len(received.outcomes) >= MAX_FILES_PER_REQUEST:
+                    received.skipped += 1  # its bytes are dropped by next_part()
+                    continue
+                if is_junk(part.filename):  # its bytes are dropped by next_part()
+                    received.outcomes.append(Outcome(display_name(part.filename), system=True))
+                    continue
+                if not started and before_first_file is not None:
+                    await before_first_file()
+                started = True
+                received.outcomes.append(
+                    await _one_file(store, part.filename, form, checklist_item)
+                )
+    except ShownError as stopped:
+        received.stop(stopped.status_code, str(stopped.detail))
+    if received.skipped:
+        received.stop(413, too_many_files(received.skipped))
+
+
+async def _one_file(
+    store: Store, filename: str, form: MultipartStream, checklist_item: str | None
+) -> Outcome:
+    name = display_name(filename)
+    try:
+        stored = await store(filename, form.body(), checklist_item)
+    except documents.UploadRefused as refused:
+        full = refused.message == documents.NO_ROOM
+        return Outcome(name, refused=refused.message, status=refused.status, full=full)
+    return Outcome(name, stored.document, already=stored.already)
+
+
+def summary(received: Received, finished: list[Document]) -> documents.UploadResult:
+    """The result to show for a form: what it stored and found there already, what it refused,
+    why it stopped, with `finished` (pieced uploads and earlier batches it named) counted in."""
+    refused = [documents.LeftOut(o.name, o.refused) for o in received.outcomes if o.refused]
+    already = sum(1 for o in received.outcomes if o.already) + received.earlier_already
+    known = {doc.id for doc in received.stored}
+    docs = received.stored + [doc for doc in finished if doc.id not in known]
+    system = sum(1 for o in received.outcomes if o.system)
+    return documents.upload_result(
+        docs, already=already, refused=refused, stopped=received.stopped, system=system
+    )
+
+
+def answer_status(received: Received, result: documents.UploadResult) -> int:
+    """200 when anything is in; the status of what stopped or refused the form otherwise."""
+    if received.stopped:
+        return received.stopped_status
+    if not result.files and not result.already and any(o.refused for o in received.outcomes):
+        return next(o.status for o in received.outcomes if o.refused)
+    return 200
+
+
+def outcome_data(received: Received, *, group: str = "") -> dict[str, object]:
+    """Each file's outcome in the order it came, for upload.js (which knows their names): it
+    carries this in `data-upload-outcome` on the answer's result."""
+    files: list[dict[str, object]] = []
+    for o in received.outcomes:
+        if o.refused:
+            files.append({"outcome": "refused", "reason": o.refused, "full": o.full})
+        elif o.already:
+            files.append({"outcome": "already"})
+        elif o.system:
+            files.append({"outcome": "skipped"})
+        else:
+            files.append({"outcome": "stored", "document": str(o.document.uid)})  # type: ignore[union-attr]
+    return {"files": files, "stopped": received.stopped, "group": group}
