@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from core import db
 from core.audit import service as audit
 from core.cases import states
 from core.cases.tables import Case
+from core.documents.tables import Document
 from core.payments.tables import Payment
 from core.web import PAGE_SIZE, decode_cursor, encode_cursor
 from tests.conftest import open_client
@@ -440,3 +442,69 @@ async def test_the_audit_log_pages_by_sequence_number(
         response = await client.get("/admin/audit", params={"action": "pg.many", **params})
         assert response.status_code == 200
         assert seqs(response.text) == pages[0], params
+
+
+# The records of a big case -----------------------------------------------------------------------
+
+SINGLE_FILES = 120  # more than two pages of lines (RECORD_LINES_PER_PAGE 50)
+STUDY_IMAGES = 300  # one study: one line, however many images
+
+
+async def add_records(case: Case, singles: int, study_images: int = 0) -> None:
+    """Rows of complete records (no stored bytes: the list reads none): `singles` PDFs, then a
+    study of `study_images` images, then more PDFs, so that the study sits inside a page."""
+
+    def record(name: str, kind: str, **more: Any) -> Document:
+        return Document(
+            uid=uuid.uuid4(),
+            case=case.id,
+            storage_key=uuid.uuid4().hex,
+            display_name=name,
+            kind=kind,
+            media_type="application/pdf" if kind == "pdf" else "application/dicom",
+            status="complete",
+            size=1000,
+            **more,
+        )
+
+    first = [record(f"letter-{n:03d}.pdf", "pdf") for n in range(singles // 4)]
+    facts = json.dumps({"group": "1.2.3.4", "group_label": "CT chest, 2 Oct 2026"})
+    study = [
+        record(f"IM{n:05d}", "dicom", group_key="1.2.3.4", facts=facts) for n in range(study_images)
+    ]
+    rest = [record(f"letter-{n:03d}.pdf", "pdf") for n in range(singles // 4, singles)]
+    for rows in (first, study, rest):  # in this order: ids follow it
+        if rows:
+            await Document.insert(*rows)
+
+
+def record_names(page: str) -> list[str]:
+    """The records named on a case page: single files and study lines."""
+    return re.findall(r"(letter-\d{3}\.pdf|CT chest, 2 Oct 2026, [\d,]+ images)</", page)
+
+
+async def test_a_big_case_shows_its_records_a_page_at_a_time(
+    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case with 120 letters and a study of 300 images: 121 lines, 50 a page, the study one
+    line naming its first 50 images; the same queries as a case with one file."""
+    patient = await make_person("patient")
+    small, big = await add_cases(patient, 2)
+    await add_records(small, 1, 1)  # a letter and a study of one image
+    await add_records(big, SINGLE_FILES, STUDY_IMAGES)
+    await sign_in(client, patient)
+    counts = {}
+    for case in (small, big):
+        await client.get(f"/cases/{case.uid}")
+        _, counts[case.uid] = await get_counted(client, monkeypatch, f"/cases/{case.uid}")
+    assert counts[small.uid] == counts[big.uid], counts
+
+    first = (await client.get(f"/cases/{big.uid}")).text
+    assert "CT chest, 2 Oct 2026, 300 images" in first
+    assert "IM00049<" in first and "IM00050<" not in first  # the first 50 images named
+    assert "and 250 more" in first
+    pages, _ = await walk(client, f"/cases/{big.uid}", read=record_names)
+    assert [len(lines) for lines in pages] == [50, 50, 21]
+    every = [name for lines in pages for name in lines]
+    assert len(every) == len(set(every)) == SINGLE_FILES + 1
+    assert every[30] == "CT chest, 2 Oct 2026, 300 images"  # after the first 30 letters

@@ -379,6 +379,8 @@ async def inspect(
         return
     if found.facts:
         doc.facts = json.dumps(found.facts)
+        group = found.facts.get("group")
+        doc.group_key = str(group)[:100] if group else None
     if found.flags:
         doc.flags = json.dumps([*json.loads(doc.flags or "[]"), *found.flags])
     if found.checklist_item and not doc.checklist_item:

@@ -29,6 +29,11 @@ async def documents_of(case: Case) -> list[Document]:
     )
 
 
+# A group's line lists its first files and counts the rest: a study of a thousand images is one
+# line, not a thousand links.
+FILES_LISTED = 50
+
+
 @dataclass
 class RecordLine:
     """One line of the case's record list: a single file, or a group (an imaging study)."""
@@ -36,6 +41,16 @@ class RecordLine:
     label: str
     documents: list[Document]
     checklist_item: str | None
+
+    @property
+    def listed(self) -> list[Document]:
+        """The files named under the line (a group's first FILES_LISTED)."""
+        return self.documents[:FILES_LISTED]
+
+    @property
+    def more(self) -> int:
+        """How many of the line's files are counted but not named."""
+        return len(self.documents) - len(self.listed)
 
 
 def record_lines(docs: list[Document]) -> list[RecordLine]:
@@ -57,6 +72,63 @@ def record_lines(docs: list[Document]) -> list[RecordLine]:
         count = len(line.documents)
         line.label = f"{line.label}, {count:,} image{'s' if count != 1 else ''}"
     return lines
+
+
+# The records of a case, a page of lines at a time. A line is a file, or a group of files a
+# plugin put together, led by the group's first file. A page is the lines after (or before) a
+# lead's id, in the order the files were stored, found through the index on (case, group_key,
+# id); `lines_led_by` then reads the files of the page's groups in one more query.
+
+_LEADS = (
+    "SELECT d.id FROM document_document d WHERE d.\"case\" = {} AND d.status = 'complete' "
+    "AND (d.group_key IS NULL OR d.id = (SELECT MIN(e.id) FROM document_document e "
+    'WHERE e."case" = d."case" AND e.group_key = d.group_key AND e.status = \'complete\'))'
+)
+
+
+def lead_key(doc: Document) -> tuple[int]:
+    """A line's place in the case's record list: the id of the file that leads it."""
+    return (doc.id,)
+
+
+async def lead_documents(
+    case: Case,
+    *,
+    limit: int,
+    after: tuple[int] | None = None,
+    before: tuple[int] | None = None,
+) -> list[Document]:
+    """The files that lead the case's record lines, in the order they were stored: the first
+    `limit` after the lead `after`, or the last `limit` before the lead `before`. Two queries."""
+    sql, values = _LEADS, [case.id]
+    if after is not None:
+        sql, values = sql + " AND d.id > {}", [*values, after[0]]
+    if before is not None:
+        sql, values = sql + " AND d.id < {}", [*values, before[0]]
+    sql += f" ORDER BY d.id {'DESC' if before is not None else 'ASC'} LIMIT {int(limit)}"
+    ids = [row["id"] for row in await Document.raw(sql, *values)]
+    if not ids:
+        return []
+    return list(await Document.objects().where(Document.id.is_in(ids)).order_by(Document.id))
+
+
+async def lines_led_by(case: Case, leads: Sequence[Document]) -> list[RecordLine]:
+    """The record lines these files lead, each group with all its files (one query)."""
+    keys = list(dict.fromkeys(doc.group_key for doc in leads if doc.group_key))
+    members: dict[str, list[Document]] = {}
+    if keys:
+        rows = (
+            await Document.objects()
+            .where(
+                (Document.case == case.id)
+                & (Document.status == COMPLETE)
+                & Document.group_key.is_in(keys)
+            )
+            .order_by(Document.id)
+        )
+        for doc in rows:
+            members.setdefault(doc.group_key, []).append(doc)
+    return record_lines([doc for lead in leads for doc in members.get(lead.group_key, [lead])])
 
 
 def facts_of(doc: Document) -> dict[str, str]:

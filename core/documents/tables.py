@@ -66,6 +66,10 @@ class Document(Table, tablename="document_document"):
     # migration makes (SQLite cannot add a UNIQUE column); None for rows from before it that
     # repeat an earlier row's content.
     content_key = Varchar(length=100, null=True, default=None)
+    # The group a plugin put the file in (facts["group"], e.g. an imaging study's UID): the
+    # case's record list shows a group as one line, found through an index on (case, group_key,
+    # id) that the migration makes.
+    group_key = Varchar(length=100, null=True, default=None)
 
 
 class DocumentUsage(Table, tablename="document_usage"):

@@ -12,11 +12,12 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from core.cases import service as cases
+from core.cases.reception import records_in
 from core.cases.tables import Case
 from core.documents import links as provider_links
 from core.documents import resumable
 from core.documents import service as documents
-from core.pages.common import own_case
+from core.pages.common import own_case, records_page
 from core.payments import service as payments
 from core.roles import PATIENT
 from core.security import role_guard
@@ -65,7 +66,8 @@ async def case_page(
         events=await cases.timeline(case),
         answers=cases.answers_of(case),
         questions=cases.questions_of(case),
-        documents=documents.record_lines(await documents.documents_of(case)),
+        **await records_page(request, case, f"/cases/{case.uid}"),
+        records_in=records_in(case),
         left_out=await documents.archives_with_left_out(case),
         can_upload=documents.may_add_records(request.user, case),
         unfinished=await resumable.unfinished(case),

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from litestar import Request
 from litestar.exceptions import NotFoundException
 
 from core.cases import service as cases
 from core.cases.tables import Case
+from core.documents import service as documents
 from core.security import record_denied
 from core.specialty import Specialty
+from core.web import page_request, paginate
+
+RECORD_LINES_PER_PAGE = 50
 
 CONTROL_KEYS = {"_csrf_token", "action"}
 
@@ -34,3 +41,16 @@ async def own_case(request: Request, uid: str) -> Case:
     except cases.CaseNotFound:
         await record_denied(request, reason="not_owner_or_missing")
         raise NotFoundException() from None
+
+
+async def records_page(request: Request, case: Case, path: str) -> dict[str, Any]:
+    """A page of the case's record lines (`?after=` / `?before=` a line's cursor) for a case
+    page at `path`: `documents` (the lines) and the links to the pages around it. A fixed
+    number of queries, however many files the case holds."""
+    fetch = functools.partial(documents.lead_documents, case)
+    wanted = page_request(request.query_params, (int,))
+    found = await paginate(fetch, wanted, documents.lead_key, size=RECORD_LINES_PER_PAGE)
+    return {
+        "documents": await documents.lines_led_by(case, found.rows),
+        **{name: link for name, link in found.links(path, {}).items()},
+    }

@@ -19,8 +19,8 @@ from litestar.response import Redirect, Template
 from core.cases import reception, states
 from core.cases import service as cases
 from core.cases.tables import Case
-from core.documents import service as documents
 from core.errors import InvalidInput, Refused
+from core.pages.common import records_page
 from core.payments import service as payments
 from core.roles import ADMIN, COORDINATOR
 from core.security import role_guard
@@ -87,7 +87,7 @@ class StaffCaseController(Controller):
             specialty=specialty,
             status_label=states.PATIENT_STATUS[case.status][0],
             payment=await payments.summary(case, specialty),
-            documents=documents.record_lines(await documents.documents_of(case)),
+            **await records_page(request, case, f"/staff/cases/{case.uid}"),
             events=await cases.timeline(case),
             can_decline=case.status in states.TRANSITIONS["decline"].sources,
             values=extra.pop("values", {}),
