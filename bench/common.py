@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -214,3 +215,53 @@ def wrk(url: str, pid: int, *, seconds: int = 10, connections: int = 16, cookie:
         server_cpu=cpu,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
     )
+
+
+class Spy:
+    """py-spy recording the server while a block runs (``--spy DIR``), as collapsed stacks."""
+
+    def __init__(self, folder: Path | None, pid: int, name: str, *, gil: bool = False) -> None:
+        self.command = None
+        if folder is not None:
+            beside = Path(sys.executable).parent / "py-spy"  # pip install py-spy, in the venv
+            executable = os.environ.get("PY_SPY") or shutil.which("py-spy") or str(beside)
+            output = folder / f"{name}.txt"
+            self.command = [executable, "record", "--pid", str(pid), "--rate", "250"]
+            self.command += ["--format", "raw", "--nonblocking", "--output", str(output)]
+            if gil:  # only the thread holding the GIL: Python's own work, no idle waits
+                self.command.append("--gil")
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Spy:
+        if self.command:
+            self.process = subprocess.Popen(
+                self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            time.sleep(1.0)  # attached before the transfer starts
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=60)
+
+
+def top_of(collapsed: Path, count: int = 15) -> list[tuple[float, float, str]]:
+    """The lines that ran most in a py-spy raw (collapsed stacks) file: (self share, total
+    share, frame), by self share. A frame is "function (file:line)"; idle frames are left out
+    unless py-spy recorded them (--idle)."""
+    own: dict[str, int] = {}
+    anywhere: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        frames = stack.split(";")
+        weight = int(samples)
+        total += weight
+        own[frames[-1]] = own.get(frames[-1], 0) + weight
+        for frame in set(frames):
+            anywhere[frame] = anywhere.get(frame, 0) + weight
+    ranked = sorted(own.items(), key=lambda item: -item[1])[:count]
+    return [(n / total, anywhere[frame] / total, frame) for frame, n in ranked] if total else []

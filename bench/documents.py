@@ -293,35 +293,11 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
-class Spy:
-    """py-spy recording the server while a block runs (``--spy DIR``), as collapsed stacks."""
-
-    def __init__(self, folder: Path | None, pid: int, name: str) -> None:
-        self.command = None
-        if folder is not None:
-            executable = os.environ.get("PY_SPY") or shutil.which("py-spy") or "py-spy"
-            output = folder / f"{name}.txt"
-            self.command = [executable, "record", "--pid", str(pid), "--rate", "250"]
-            self.command += ["--format", "raw", "--nonblocking", "--output", str(output)]
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> Spy:
-        if self.command:
-            self.process = subprocess.Popen(
-                self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            time.sleep(1.0)  # attached before the transfer starts
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGINT)
-            self.process.wait(timeout=60)
-
-
 def timed(
     pid: int, size: int, action: Any, spy: Path | None = None, name: str = ""
 ) -> tuple[Transfer, Any]:
+    from common import Spy
+
     with Spy(spy, pid, name):
         cpu_before = cpu_seconds(pid)
         with RssSampler(pid) as sampler:

@@ -45,12 +45,15 @@ from pathlib import Path
 
 from common import (
     PASSWORD,
+    Spy,
     bench_settings,
+    cpu_seconds,
     free_port,
     in_app_context,
     rss_bytes,
     serving,
     sign_in,
+    top_of,
 )
 
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
@@ -223,29 +226,38 @@ async def to_orthanc_zip(url: str, archive: bytes) -> float:
         return time.perf_counter() - started
 
 
-def multipart(token: str, name: str, data: bytes, media: str) -> tuple[bytes, str]:
+def multipart(files: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    """One form with these files (name, bytes, media type), as a browser sends it."""
     boundary = "----consilium-bench-ingest"
     body = io.BytesIO()
-    body.write(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-        f"Content-Type: {media}\r\n\r\n".encode()
-    )
-    body.write(data)
-    body.write(f"\r\n--{boundary}--\r\n".encode())
+    for name, data, media in files:
+        body.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"'
+            f"\r\nContent-Type: {media}\r\n\r\n".encode()
+        )
+        body.write(data)
+        body.write(b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
     return body.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
 async def to_consilium(
-    base_url: str, cookie: str, case_uid: str, files: list[tuple[str, bytes, str]], parallel: int
+    base_url: str,
+    cookie: str,
+    case_uid: str,
+    files: list[tuple[str, bytes, str]],
+    parallel: int,
+    batch: int = 1,
 ) -> float:
+    """Send `files`, `batch` to a request (upload.js sends 25), `parallel` requests at once."""
     import httpx
 
     token = next(p.split("=", 1)[1] for p in cookie.split("; ") if p.startswith("csrftoken="))
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
 
-        def post(name: str, data: bytes, media: str):
+        def post(group: list[tuple[str, bytes, str]]):
             async def run() -> None:
-                body, content_type = multipart(token, name, data, media)
+                body, content_type = multipart(group)
                 response = await client.post(
                     f"/cases/{case_uid}/documents/",
                     content=body,
@@ -260,7 +272,8 @@ async def to_consilium(
 
             return run
 
-        return await send_all([post(*f) for f in files], parallel)
+        groups = [files[n : n + batch] for n in range(0, len(files), batch)]
+        return await send_all([post(group) for group in groups], parallel)
 
 
 async def new_case() -> str:
@@ -291,6 +304,7 @@ async def stored_documents(case_uid: str) -> int:
 class Result:
     seconds: float
     peak_rss: int
+    cpu: float = 0.0  # the server's CPU seconds during the transfer
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, list[Result]]:
@@ -324,28 +338,35 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, list[Result]]:
             for way in ("file by file", "ZIP"):
                 shutil.rmtree(work / "orthanc-storage", ignore_errors=True)
                 with Orthanc(work) as orthanc, PeakRss(orthanc.process.pid) as memory:
+                    cpu = cpu_seconds(orthanc.process.pid)
                     if way == "ZIP":
                         seconds = asyncio.run(to_orthanc_zip(orthanc.url, archive_bytes))
                     else:
                         seconds = asyncio.run(
                             to_orthanc(orthanc.url, [d for _, d in study_bytes], args.parallel)
                         )
-                results.setdefault(f"Orthanc, {way}", []).append(Result(seconds, memory.peak))
+                    cpu = cpu_seconds(orthanc.process.pid) - cpu
+                results.setdefault(f"Orthanc, {way}", []).append(Result(seconds, memory.peak, cpu))
                 case_uid = asyncio.run(in_app_context(settings, new_case))
                 files = (
                     [(archive.name, archive_bytes, "application/zip")]
                     if way == "ZIP"
                     else [(name, data, "application/dicom") for name, data in study_bytes]
                 )
-                with PeakRss(server.pid) as memory:
+                name = f"consilium-{'zip' if way == 'ZIP' else 'files'}-{round_number + 1}"
+                cpu = cpu_seconds(server.pid)
+                with Spy(args.spy, server.pid, name, gil=True), PeakRss(server.pid) as memory:
                     seconds = asyncio.run(
-                        to_consilium(base_url, cookie, case_uid, files, args.parallel)
+                        to_consilium(base_url, cookie, case_uid, files, args.parallel, args.batch)
                     )
+                cpu = cpu_seconds(server.pid) - cpu
                 stored = asyncio.run(
                     in_app_context(settings, lambda uid=case_uid: stored_documents(uid))
                 )
                 assert stored == len(study), f"{way}: {stored} of {len(study)} stored"
-                results.setdefault(f"Consilium, {way}", []).append(Result(seconds, memory.peak))
+                results.setdefault(f"Consilium, {way}", []).append(
+                    Result(seconds, memory.peak, cpu)
+                )
                 print(
                     f"  {way}: Orthanc {results[f'Orthanc, {way}'][-1].seconds:.2f} s, "
                     f"Consilium {seconds:.2f} s",
@@ -361,8 +382,16 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=1, help="requests at once, file by file")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="files per Consilium request (upload.js: 25)"
+    )
     parser.add_argument("--postgres", default="", help="PostgreSQL URL (a new database is made)")
+    parser.add_argument(
+        "--spy", type=Path, default=None, help="py-spy the server during Consilium's transfers"
+    )
     args = parser.parse_args()
+    if args.spy:
+        args.spy.mkdir(parents=True, exist_ok=True)
     if not os.path.exists(ORTHANC):
         raise SystemExit("Orthanc is not installed: apt-get install orthanc")
     with tempfile.TemporaryDirectory(prefix="consilium-ingest-") as folder:
@@ -374,17 +403,35 @@ def main() -> None:
             if args.postgres:
                 drop_database(args.postgres)
     engine = "PostgreSQL" if args.postgres else "SQLite"
-    print(f"\n{engine}, {args.slices} slices, {args.rounds} rounds, parallel {args.parallel}")
-    print("| ingest | median s | peak RSS MB | vs Orthanc (time) | vs Orthanc (RSS) |")
-    print("|---|---|---|---|---|")
+    print(
+        f"\n{engine}, {args.slices} slices, {args.rounds} rounds, parallel {args.parallel}, "
+        f"{args.batch} file(s) per Consilium request"
+    )
+    print(
+        "| ingest | median s | server CPU ms per file | peak RSS MB "
+        "| vs Orthanc (time) | vs Orthanc (RSS) |"
+    )
+    print("|---|---|---|---|---|---|")
     for way in ("file by file", "ZIP"):
         ours, theirs = results[f"Consilium, {way}"], results[f"Orthanc, {way}"]
         o_s = statistics.median(r.seconds for r in theirs)
         c_s = statistics.median(r.seconds for r in ours)
         o_m = max(r.peak_rss for r in theirs) / 1e6
         c_m = max(r.peak_rss for r in ours) / 1e6
-        print(f"| Orthanc, {way} | {o_s:.2f} | {o_m:.0f} | | |")
-        print(f"| Consilium, {way} | {c_s:.2f} | {c_m:.0f} | {c_s / o_s:.2f}x | {c_m / o_m:.2f}x |")
+        o_cpu = statistics.median(r.cpu for r in theirs) * 1000 / args.slices
+        c_cpu = statistics.median(r.cpu for r in ours) * 1000 / args.slices
+        print(f"| Orthanc, {way} | {o_s:.2f} | {o_cpu:.1f} | {o_m:.0f} | | |")
+        print(
+            f"| Consilium, {way} | {c_s:.2f} | {c_cpu:.1f} | {c_m:.0f} "
+            f"| {c_s / o_s:.2f}x | {c_m / o_m:.2f}x |"
+        )
+    if args.spy:
+        for way in ("files", "zip"):
+            profile = args.spy / f"consilium-{way}-{args.rounds}.txt"
+            if profile.exists():
+                print(f"\nWhere the server's time went, {way} (last round, py-spy, self share):")
+                for own, total, frame in top_of(profile):
+                    print(f"  {own:6.1%} (with callees {total:6.1%})  {frame}")
 
 
 def create_database(admin_url: str) -> str:

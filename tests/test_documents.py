@@ -654,3 +654,44 @@ async def test_a_zip_sent_again_stores_nothing_twice(client, settings) -> None:
     assert "2 files were already here" in said
     assert await Document.count().where(Document.status == "complete") == 5
     assert await objects_in_store(settings) == 5
+
+
+@pytest.mark.parametrize("size", [200_000, 3 << 20])
+async def test_the_plugin_reads_exactly_the_bytes_that_were_sealed(
+    client, running_app, monkeypatch, size: int
+) -> None:
+    """A small file is handed to its plugin from memory, a large one read back from the store
+    (core/documents/ingest.py INSPECT_FROM_MEMORY): either way the plugin reads the same bytes,
+    those the document's SHA-256 names, however the upload arrived in pieces."""
+    from core.documents import ingest
+    from core.documents import service as documents
+
+    assert (size <= ingest.INSPECT_FROM_MEMORY) == (size == 200_000)
+    host = running_app.state.plugins
+    real = type(host).inspect_document
+    read: list[str] = []
+
+    def reading(self, specialty, kind, open_file):  # type: ignore[no-untyped-def]
+        with open_file() as stream:
+            read.append(hashlib.sha256(stream.read()).hexdigest())
+        return real(self, specialty, kind, open_file)
+
+    monkeypatch.setattr(type(host), "inspect_document", reading)
+    _, uid = await new_case(client, f"inspect-{size}@example.com")
+    content = b"%PDF-1.7\n" + os.urandom(size)
+
+    async def pieces():  # as a form arrives: in pieces of 16 KiB
+        for start in range(0, len(content), 16384):
+            yield content[start : start + 16384]
+
+    doc = await documents.store_upload(
+        running_app.state.records,
+        await cases.get_case(uid),
+        filename="scan.pdf",
+        chunks=pieces(),
+        uploader=None,
+        plugins=host,
+        specialty=host.specialty("general"),
+    )
+    assert doc.sha256 == hashlib.sha256(content).hexdigest()
+    assert read == [doc.sha256]
