@@ -25,7 +25,17 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from common import PASSWORD, Load, bench_settings, in_app_context, serving, sign_in, wrk
+from common import (
+    PASSWORD,
+    Load,
+    Spy,
+    bench_settings,
+    in_app_context,
+    serving,
+    sign_in,
+    top_of,
+    wrk,
+)
 
 FEW, MANY = 10, 1000
 SIGNED_IN_CPU_CEILING = 1.5  # x the anonymous page
@@ -60,7 +70,10 @@ def row(name: str, load: Load) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--spy", type=Path, default=None, help="py-spy the server, per target")
     args = parser.parse_args()
+    if args.spy:
+        args.spy.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="consilium-pages-") as folder:
         var_dir = Path(folder) / "var"
         print(f"seeding two patients ({FEW} and {MANY} cases)…", flush=True)
@@ -69,16 +82,18 @@ def main() -> None:
             few = sign_in(base_url, f"few@{FEW}.example")
             many = sign_in(base_url, f"many@{MANY}.example")
             wrk(f"{base_url}/", server.pid, seconds=2)  # warm up (imports, templates)
-            loads = {
-                "anonymous home page": wrk(f"{base_url}/", server.pid, seconds=args.seconds),
-                "static file": wrk(f"{base_url}/static/app.css", server.pid, seconds=args.seconds),
-                f"dashboard, {FEW} cases": wrk(
-                    f"{base_url}/dashboard", server.pid, seconds=args.seconds, cookie=few
-                ),
-                f"dashboard, {MANY:,} cases": wrk(
-                    f"{base_url}/dashboard", server.pid, seconds=args.seconds, cookie=many
-                ),
+            targets = {
+                "anonymous home page": ("/", ""),
+                "static file": ("/static/app.css", ""),
+                f"dashboard, {FEW} cases": ("/dashboard", few),
+                f"dashboard, {MANY:,} cases": ("/dashboard", many),
             }
+            loads = {}
+            for number, (name, (path, cookie)) in enumerate(targets.items()):
+                with Spy(args.spy, server.pid, f"target-{number}", gil=True):
+                    loads[name] = wrk(
+                        base_url + path, server.pid, seconds=args.seconds, cookie=cookie
+                    )
     print("\n| target | req/s | p50 ms | p99 ms | server CPU ms/req | non-2xx |")
     print("|---|---|---|---|---|---|")
     for name, load in loads.items():
@@ -97,6 +112,12 @@ def main() -> None:
         f"dashboard req/s with {MANY:,} cases / with {FEW}: {rate_ratio:.2f} "
         f"(goal >= {MANY_CASES_RATE_FLOOR}): {rate_met}"
     )
+    for number, name in enumerate(loads):
+        profile = args.spy / f"target-{number}.txt" if args.spy else None
+        if profile is not None and profile.exists():
+            print(f"\nWhere the server's time went, {name} (py-spy, self share):")
+            for own, total, frame in top_of(profile, 12):
+                print(f"  {own:6.1%} (with callees {total:6.1%})  {frame}")
 
 
 if __name__ == "__main__":

@@ -994,3 +994,31 @@ def test_docs_say_which_declarations_have_no_effect_yet() -> None:
     for name in NO_EFFECT:
         [row] = [line for line in table.splitlines() if line.startswith(f"| `{name}` |")]
         assert "*No effect yet" in row, name
+
+
+class CountedSpecialties:
+    """Offers one specialty and counts how often it is asked."""
+
+    def __init__(self, slug: str) -> None:
+        self.asked = 0
+        self.specialty = Specialty(slug=slug, title=slug.title(), summary="Counted.")
+
+    @hookimpl
+    def consilium_specialties(self) -> list[Specialty]:
+        self.asked += 1
+        return [self.specialty]
+
+
+def test_the_specialties_are_asked_once_per_set_of_plugins(tmp_path) -> None:
+    counted = CountedSpecialties("counted")
+    host = PluginHost.load(make_settings(tmp_path, None), extra=[("counted", counted)])
+    asked = counted.asked  # load checks the declarations
+    for _ in range(5):
+        assert host.specialty("counted") is counted.specialty
+        assert "counted" in {s.slug for s in host.specialties()}
+    assert counted.asked == asked + 1
+    # Another plugin registered: every plugin is asked again, the newcomer's specialty is there.
+    later = CountedSpecialties("later")
+    host.manager.register(later, name="later")
+    assert host.specialty("later") is later.specialty
+    assert (counted.asked, later.asked) == (asked + 2, 1)

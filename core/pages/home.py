@@ -9,7 +9,6 @@ from litestar.response import Template
 
 from core.cases import service as cases
 from core.cases.states import PATIENT_STATUS
-from core.cases.tables import Case
 from core.pages.staff import CASE_CURSOR, queue_page
 from core.payments import service as payments
 from core.roles import COORDINATOR, PATIENT
@@ -31,7 +30,7 @@ async def dashboard(request: Request) -> Template:
     """A patient's own cases, newest first; a coordinator's received cases, in triage order
     (the received queue); a page at a time, in one query for the cases."""
     user = request.user
-    found: Page[Case] = Page([])
+    found: Page[cases.CaseLine] = Page([])
     if user.role == PATIENT:
         # The cursor only positions the query; cases_of keeps it to this patient's cases.
         fetch = functools.partial(cases.cases_of, user)

@@ -39,7 +39,7 @@ QUEUES = {
 CASE_CURSOR = (datetime, int)
 
 
-async def queue_page(name: str, params: Any) -> Page[Case]:
+async def queue_page(name: str, params: Any) -> Page[cases.CaseLine]:
     """One page of the queue `name` (a key of QUEUES), as the query string `params` asks."""
     status = QUEUES[name][1]
     if status is None:

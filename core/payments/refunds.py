@@ -54,13 +54,12 @@ async def cases_with_refunds_due(
     limit: int | None = None,
     after: cases.CaseKey | None = None,
     before: cases.CaseKey | None = None,
-) -> list[Case]:
+) -> list[cases.CaseLine]:
     """Cases with a payment whose refund failed or is for staff to pay back (staff queue), in
     `cases.REFUND_QUEUE` order, a page at a time (see `cases.cases_page`): one query."""
     due = Payment.select(Payment.case).where(Payment.status == REFUND_DUE)
-    query = Case.objects().where(Case.id.is_in(due))
     return await cases.cases_page(
-        query, cases.REFUND_QUEUE, limit=limit, after=after, before=before
+        Case.id.is_in(due), cases.REFUND_QUEUE, limit=limit, after=after, before=before
     )
 
 

@@ -25,7 +25,6 @@ from tests.browser.conftest import (
 )
 from tests.browser.test_records import start_request
 
-SHOTS = Path("/tmp/shots-folder")
 CLOSED = "Records can no longer be added to this case."
 
 
@@ -54,9 +53,7 @@ def stored_documents(case_uid: str) -> list[Document]:
 
 
 def shoot(page: Page, name: str) -> None:
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    screenshot(page, name)
+    screenshot(page, name)  # into test-artifacts/, to look at
 
 
 @pytest.fixture
