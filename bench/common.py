@@ -205,7 +205,9 @@ def wrk(url: str, pid: int, *, seconds: int = 10, connections: int = 16, cookie:
     requests = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", output).group(1))  # type: ignore[union-attr]
     duration = re.search(r"requests in ([\d.]+)(ms|s|m)", output)
     seconds_taken = float(duration.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[duration.group(2)]  # type: ignore[union-attr]
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", output, re.M))
+    if "50" not in latency:
+        raise SystemExit(f"wrk printed no latency distribution:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return Load(
         requests=requests,
