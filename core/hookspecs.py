@@ -73,6 +73,18 @@ def consilium_describe_records(
 
 
 @hookspec
+def consilium_suggest_subspecialty(
+    specialty: Specialty, values: dict[str, Any], subject_age: int | None
+) -> str | None:
+    """Name the subspecialty a case needs, from its intake answers (`values`, as stored) and the
+    subject's age in whole years when the case is received (None if unknown): one of
+    `specialty.subspecialties`' values, or None when any doctor of the specialty will do. Core
+    offers the case to a doctor with that subspecialty first. Called once, when the case is
+    received; only for this plugin's specialties; no I/O."""
+    raise NotImplementedError
+
+
+@hookspec
 def consilium_payment_providers(settings: Settings) -> list[PaymentProvider] | None:
     """Return the payment providers this plugin offers (instances of `PaymentProvider`),
     configured from `settings`; return None or [] when not configured. Which of all offered

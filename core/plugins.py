@@ -184,6 +184,31 @@ class PluginHost:
                 errors.setdefault(name, message)
         return errors
 
+    def suggest_subspecialty(
+        self, specialty: Specialty, values: dict, subject_age: int | None
+    ) -> str | None:
+        """The subspecialty the plugin that owns `specialty` says a case needs: one of the
+        specialty's declared values, or None (no preference, no such hook, or it failed)."""
+        owner = self._owner(specialty)
+        if owner is None or not specialty.subspecialties:
+            return None
+        declared = {choice.value for choice in specialty.subspecialties}
+
+        def one_of_declared(value: object) -> str | None:
+            if value is None or value in declared:
+                return value  # type: ignore[return-value]
+            raise _unexpected(value, f"one of {sorted(declared)}, or None")
+
+        _, found = self._call(
+            owner,
+            "consilium_suggest_subspecialty",
+            one_of_declared,
+            specialty=specialty,
+            values=values,
+            subject_age=subject_age,
+        )
+        return found
+
     def inspect_document(
         self, specialty: Specialty, kind: str, open_file: Callable[[], BinaryIO]
     ) -> DocumentFacts | None:

@@ -125,6 +125,10 @@ class Specialty:
     report_sections: tuple[ReportSection, ...] = ()
     report_template: str | None = None  # e.g. "radiology/report.html" in the plugin's templates
     for_children: bool = True
+    # Areas within the specialty a doctor may declare (e.g. radiology: neuroradiology, breast);
+    # a case may need one (`consilium_suggest_subspecialty`), and is offered to a doctor who
+    # has it first. `value` is stored on doctors' profiles: keep it stable.
+    subspecialties: tuple[Choice, ...] = ()
 
     def __post_init__(self) -> None:
         if not SLUG_RE.match(self.slug):
@@ -139,3 +143,10 @@ class Specialty:
         for kind in self.accepted_kinds:
             if kind not in DocumentKind.ALL:
                 raise ValueError(f"{self.slug}: unknown document kind {kind!r}")
+        keys = [choice.value for choice in self.subspecialties]
+        if len(set(keys)) != len(keys) or not all(SLUG_RE.match(key) for key in keys):
+            raise ValueError(f"{self.slug}: subspecialty values must be unique slugs: {keys}")
+
+    def subspecialty_label(self, value: str | None) -> str:
+        """The label of one of this specialty's subspecialties ("" for None or unknown)."""
+        return next((c.label for c in self.subspecialties if c.value == value), "")

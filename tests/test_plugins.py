@@ -34,7 +34,7 @@ from core.hookspecs import hookimpl
 from core.plugins import CORE_ENTRY_POINTS, PluginHost
 from core.scaffold import new_plugin
 from core.settings import Settings
-from core.specialty import Assets, DocumentFacts, RecordsDetail, Specialty
+from core.specialty import Assets, Choice, DocumentFacts, RecordsDetail, Specialty
 from tests.conftest import make_settings, open_client
 from tests.support import make_person, post_form, sign_in
 
@@ -45,12 +45,18 @@ ALL_HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("consilium
 BUILTIN_HOOKS = {
     "general": ["consilium_assets", "consilium_specialties"],
     "surgical": ["consilium_assets", "consilium_specialties", "consilium_validate_intake"],
-    "pathology": ["consilium_assets", "consilium_specialties", "consilium_validate_intake"],
+    "pathology": [
+        "consilium_assets",
+        "consilium_specialties",
+        "consilium_suggest_subspecialty",
+        "consilium_validate_intake",
+    ],
     "radiology": [
         "consilium_assets",
         "consilium_describe_records",
         "consilium_inspect_document",
         "consilium_specialties",
+        "consilium_suggest_subspecialty",
         "consilium_validate_intake",
     ],
     "payments": ["consilium_payment_providers"],
@@ -1022,3 +1028,60 @@ def test_the_specialties_are_asked_once_per_set_of_plugins(tmp_path) -> None:
     host.manager.register(later, name="later")
     assert host.specialty("later") is later.specialty
     assert (counted.asked, later.asked) == (asked + 2, 1)
+
+
+class Wayward:
+    """A specialty with subspecialties whose suggestion hook answers what it did not declare."""
+
+    SPECIALTY = Specialty(
+        slug="wayward",
+        title="Wayward",
+        summary="Suggests what it never declared.",
+        subspecialties=(Choice("valvular", "Valves"),),
+    )
+
+    @hookimpl
+    def consilium_specialties(self) -> list[Specialty]:
+        return [self.SPECIALTY]
+
+    @hookimpl
+    def consilium_suggest_subspecialty(self, values: dict[str, Any]) -> str | None:
+        return values.get("answer")
+
+
+def test_hook_consilium_suggest_subspecialty(tmp_path) -> None:
+    host = PluginHost.load(make_settings(tmp_path, None), extra=[("wayward", Wayward())])
+    suggest = host.suggest_subspecialty  # the owning plugin's hook, as core calls it
+    radiology, pathology = host.specialty("radiology"), host.specialty("pathology")
+    general = host.specialty("general")
+    adult, child = 56, 6
+    assert suggest(radiology, {"modality": "mri", "body_part": "head"}, adult) == "neuroradiology"
+    assert suggest(radiology, {"modality": "mammogram", "body_part": "breast"}, adult) == "breast"
+    assert suggest(radiology, {"modality": "xray", "body_part": "leg"}, child) == "paediatric"
+    assert suggest(radiology, {"modality": "other", "body_part": "other"}, adult) is None
+    assert suggest(pathology, {"report_kind": "blood_work"}, adult) == "haematopathology"
+    biopsy = {"report_kind": "biopsy", "specimen_type": "skin"}
+    assert suggest(pathology, biopsy, adult) == "dermatopathology"
+    assert suggest(pathology, biopsy, None) == "dermatopathology"  # age unknown: by the sample
+    assert suggest(radiology, {"body_part": "chest"}, 15) == "paediatric"
+    assert suggest(radiology, {"body_part": "chest"}, 16) == "thoracic"
+    assert suggest(pathology, {"report_kind": "cytology"}, child) == "paediatric"
+    assert suggest(general, {"anything": "x"}, adult) is None  # no subspecialties, no hook
+    # Every built-in suggestion is one the specialty declared.
+    for specialty in (radiology, pathology):
+        declared = {choice.value for choice in specialty.subspecialties}
+        assert declared and all(specialty.subspecialty_label(value) for value in declared)
+    # A value the specialty did not declare is a failure: reported, and no preference.
+    wayward = host.specialty("wayward")
+    assert suggest(wayward, {"answer": "valvular"}, adult) == "valvular"
+    assert suggest(wayward, {"answer": "cardiology"}, adult) is None
+    failures = plugin_info(host, "wayward").failures
+    assert [(f.hook, f.problem) for f in failures] == [
+        ("consilium_suggest_subspecialty", "returned str, not one of ['valvular'], or None")
+    ]
+
+
+def test_subspecialties_must_be_unique_slugs() -> None:
+    for bad in ((Choice("neuro", "A"), Choice("neuro", "B")), (Choice("Neuro Radiology", "A"),)):
+        with pytest.raises(ValueError, match="subspecialty values"):
+            Specialty(slug="bad", title="Bad", summary="Bad.", subspecialties=bad)

@@ -8,7 +8,7 @@ from typing import Any
 from core.hookspecs import hookimpl
 from core.specialty import Assets, Specialty
 
-from .rules import check_intake
+from .rules import check_intake, suggest_subspecialty
 from .specialty import SPECIALTY
 
 __all__ = ["SPECIALTY"]
@@ -23,6 +23,11 @@ def consilium_specialties() -> list[Specialty]:
 def consilium_validate_intake(values: dict[str, Any]) -> dict[str, str] | None:
     # Takes only the arguments it uses; the date of birth is checked by core (not_before_birth).
     return check_intake(values) or None
+
+
+@hookimpl
+def consilium_suggest_subspecialty(values: dict[str, Any], subject_age: int | None) -> str | None:
+    return suggest_subspecialty(values, subject_age)
 
 
 @hookimpl

@@ -271,9 +271,19 @@ REVIEW = Form(
     ),
 )
 
+# Areas a pathologist may declare; `rules.suggest_subspecialty` picks one for a case.
+SUBSPECIALTIES = (
+    Choice("dermatopathology", "Dermatopathology (skin)"),
+    Choice("haematopathology", "Haematopathology (blood, bone marrow, lymph nodes)"),
+    Choice("cytopathology", "Cytopathology (cells: needle aspirates, smears, fluids)"),
+    Choice("gastrointestinal", "Gastrointestinal and liver pathology"),
+    Choice("paediatric", "Paediatric pathology"),
+)
+
 SPECIALTY = Specialty(
     slug=SLUG,
     title="Lab and biopsy reports",
+    subspecialties=SUBSPECIALTIES,
     summary=(
         "Choose this when you want a pathologist to review blood work, a biopsy or cytology report."
     ),

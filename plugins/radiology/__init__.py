@@ -10,7 +10,7 @@ from core.hookspecs import hookimpl
 from core.specialty import Assets, DocumentFacts, DocumentKind, RecordsDetail, Specialty
 
 from .dicom import DicomFacts, describe_study, read_dicom, summarise_studies
-from .rules import check_intake
+from .rules import check_intake, suggest_subspecialty
 from .specialty import SPECIALTY
 
 __all__ = ["SPECIALTY"]
@@ -25,6 +25,11 @@ def consilium_specialties() -> list[Specialty]:
 def consilium_validate_intake(values: dict[str, Any]) -> dict[str, str] | None:
     # Only for radiology (core calls it for no other specialty); dates of birth are core's.
     return check_intake(values) or None
+
+
+@hookimpl
+def consilium_suggest_subspecialty(values: dict[str, Any], subject_age: int | None) -> str | None:
+    return suggest_subspecialty(values, subject_age)
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""Cross-field checks for the radiology intake (run after every field passed its own checks)."""
+"""Cross-field checks for the radiology intake (run after every field passed its own checks),
+and the subspecialty a case needs."""
 
 from __future__ import annotations
 
@@ -33,3 +34,31 @@ def check_intake(values: dict[str, Any]) -> dict[str, str]:
                 f"({study.isoformat()}). Check the date, or swap the two scans."
             )
     return errors
+
+
+CHILD_BELOW_YEARS = 16  # the subject is a child for paediatric radiology below this age
+
+# Where the scan is → the subspecialty that reads it.
+_BY_BODY_PART = {
+    "head": "neuroradiology",
+    "face": "neuroradiology",
+    "neck": "neuroradiology",
+    "spine": "neuroradiology",
+    "chest": "thoracic",
+    "heart": "cardiac",
+    "breast": "breast",
+    "abdomen": "abdominal",
+    "pelvis": "abdominal",
+    "arm": "musculoskeletal",
+    "leg": "musculoskeletal",
+}
+
+
+def suggest_subspecialty(values: dict[str, Any], age: int | None) -> str | None:
+    """A child's scan goes to a paediatric radiologist; otherwise by the part of the body (a
+    mammogram is breast imaging whatever was chosen); None when nothing points anywhere."""
+    if age is not None and age < CHILD_BELOW_YEARS:
+        return "paediatric"
+    if values.get("modality") == "mammogram":
+        return "breast"
+    return _BY_BODY_PART.get(str(values.get("body_part") or ""))

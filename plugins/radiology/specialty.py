@@ -264,9 +264,21 @@ REVIEW = Form(
     ),
 )
 
+# Areas a radiologist may declare; `rules.suggest_subspecialty` picks one for a case.
+SUBSPECIALTIES = (
+    Choice("neuroradiology", "Neuroradiology (brain, head and neck, spine)"),
+    Choice("musculoskeletal", "Musculoskeletal (bones, joints, muscles)"),
+    Choice("breast", "Breast imaging"),
+    Choice("thoracic", "Thoracic (chest and lungs)"),
+    Choice("cardiac", "Cardiac and vascular"),
+    Choice("abdominal", "Abdominal and pelvic"),
+    Choice("paediatric", "Paediatric radiology"),
+)
+
 SPECIALTY = Specialty(
     slug=SLUG,
     title="Radiology second opinion",
+    subspecialties=SUBSPECIALTIES,
     summary=(
         "Choose this when you want a radiologist to look again at an MRI, CT, X-ray, "
         "ultrasound or mammogram."
