@@ -18,5 +18,6 @@ APP_REGISTRY = AppRegistry(
         "core.cases.piccolo_app",
         "core.documents.piccolo_app",
         "core.payments.piccolo_app",
+        "core.assignment.piccolo_app",
     ]
 )

@@ -27,6 +27,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from core import context, db
 from core.accounts import passwords
 from core.accounts import service as accounts
+from core.assignment import service as assignment
 from core.context import AppContext
 from core.error_pages import exception_handlers, render_error
 from core.events import Events
@@ -85,6 +86,7 @@ def _install_domain_helpers(environment: Environment) -> None:
         return describe_line(request.app.state.plugins, case, line, request.user)
 
     environment.globals["record_detail"] = record_detail
+    environment.globals["offer_status"] = assignment.offer_status  # an offer's fate, in words
 
 
 def _is_throttled(request) -> bool:
@@ -103,6 +105,7 @@ def build_context(settings: Settings, plugins: PluginHost | None = None) -> AppC
     events = Events()
     reception.subscribe(events)  # paid, records changed → received?
     payments.subscribe(events)  # submitted → fix the fee; closed early → refund
+    assignment.subscribe(events)  # received → offer it to a doctor
     return AppContext(
         settings=settings,
         plugins=plugins or PluginHost.load(settings),
@@ -143,7 +146,9 @@ def create_app(settings: Settings | None = None, plugins: PluginHost | None = No
     app_context = build_context(settings, plugins)
     plugins, records = app_context.plugins, app_context.records
     # Reset requests are resolved off the request: its timing must not reveal an account.
-    worker = OutboxWorker(settings, jobs=[accounts.send_password_resets])
+    # Offers not answered in time move on to the next doctor (issue 14 gives timed work its
+    # own schedule; until then the outbox worker's poll runs it).
+    worker = OutboxWorker(settings, jobs=[accounts.send_password_resets, assignment.expire_offers])
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

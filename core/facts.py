@@ -47,3 +47,11 @@ class CaseClosedEarly:
     case_id: int
     actor: Any  # core.accounts.tables.User, who declined or cancelled
     ip: str | None
+
+
+@dataclass(frozen=True)
+class CaseReceived:
+    """A case became received: paid, and its required records in (cases). Assignment routes
+    it to a doctor in the same transaction (or leaves it for the coordinators)."""
+
+    case_id: int

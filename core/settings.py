@@ -152,6 +152,18 @@ class Settings(BaseSettings):
     turnaround_working_days: int = Field(
         5, ge=1, description="Promised turnaround in working days, counted from `received`."
     )
+    offer_response_working_days: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="How long a doctor has to accept or decline a case offered to them, in "
+        "working days; then it is offered to the next doctor.",
+    )
+    assignment_mode: Literal["automatic", "coordinator"] = Field(
+        "automatic",
+        description="`automatic`: a received case is offered at once to the preferred doctor or "
+        "the best match; `coordinator`: coordinators choose, with that doctor pre-selected.",
+    )
     holiday_country: str = Field(
         "PK",
         min_length=2,

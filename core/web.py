@@ -86,6 +86,14 @@ NOTICES: dict[str, tuple[str, str]] = {
     "payment-recorded": ("success", "The payment is recorded."),
     "case-declined": ("success", "The case is declined; refunds are shown below."),
     "refund-recorded": ("success", "The refund is recorded."),
+    "case-offered": ("success", "The case is offered to the doctor you chose."),
+    "case-moved": (
+        "success",
+        "The case is offered to the new doctor; the other no longer sees it.",
+    ),
+    "offer-accepted": ("success", "You have accepted this case. It is now in your list of cases."),
+    "offer-declined": ("success", "You declined the case. We will find another doctor for it."),
+    "case-handed-back": ("success", "You handed the case back to the coordinators."),
     "fee-saved": ("success", "The fee schedule is saved. It applies to cases submitted from now."),
 }
 # Notices about one part of a page are shown at the top of that part (the section with this id),

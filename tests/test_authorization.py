@@ -8,13 +8,14 @@ Rows for patient B / other doctor arrive with the first patient-owned objects (c
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from httpx import AsyncClient
 from litestar import Litestar
 
 from core.app import create_app
+from core.assignment.tables import Offer
 from core.cases import service as cases
 from core.cases.tables import Case
 from core.documents import links, resumable
@@ -216,6 +217,30 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         **only("coordinator", 400, anonymous=401),
         "admin": 400,
     },
+    # Offering a draft is refused (409); moving needs a reason (400).
+    ("POST", "/staff/cases/{uid:str}/offer"): {
+        **only("coordinator", 409, anonymous=401),
+        "admin": 409,
+    },
+    ("POST", "/staff/cases/{uid:str}/move"): {
+        **only("coordinator", 400, anonymous=401),
+        "admin": 400,
+    },
+    # The case is offered to "assigned_doctor": any other doctor gets 404 (audited); an empty
+    # answer lacks the declaration or the reason (400).
+    ("GET", "/doctor/cases/{uid:str}"): {**only("assigned_doctor"), "doctor": 404},
+    ("POST", "/doctor/cases/{uid:str}/accept"): {
+        **only("assigned_doctor", 400, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/decline"): {
+        **only("assigned_doctor", 400, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/hand-back"): {
+        **only("assigned_doctor", 400, anonymous=401),
+        "doctor": 404,
+    },
     ("GET", "/admin/fees"): only("admin"),
     ("POST", "/admin/fees"): only("admin", 400, anonymous=401),
     ("GET", "/admin/fees/{rule:str}"): only("admin"),
@@ -281,10 +306,18 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
     target = await make_person("doctor", "matrix-target@example.com")
     general = running_app.state.plugins.specialty("general")
     case = await cases.start_request(people["patient"].user, general, ip=None)
-    # Set directly: the case stays a draft for the request rows (cases.assign, which needs a
-    # received case, is tested in test_assignment.py).
+    # Set directly: the case stays a draft for the request rows, offered to "assigned_doctor"
+    # (routing and answers on received cases are tested in test_assignment.py).
     case.assigned_doctor = people["assigned_doctor"].user.id
     await Case.update({Case.assigned_doctor: case.assigned_doctor}).where(Case.id == case.id)
+    await Offer.insert(
+        Offer(
+            case=case.id,
+            doctor=case.assigned_doctor,
+            status="offered",
+            respond_by=datetime.now(UTC) + timedelta(days=1),
+        )
+    )
     document = await store_upload(
         running_app.state.records,
         case,

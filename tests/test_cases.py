@@ -371,7 +371,7 @@ async def test_illegal_transitions_are_refused_with_a_reason(client: AsyncClient
     uid = await start(client)
     case = await cases.get_case(uid)
     with pytest.raises(cases.TransitionRefused, match="Your account cannot do this"):
-        await cases.transition(case, "assign", patient.user, ip=None)
+        await cases.transition(case, "offer", patient.user, ip=None)
     with pytest.raises(cases.TransitionRefused, match="not possible while the case is “Draft”"):
         await cases.transition(case, "receive", None, ip=None)
     with pytest.raises(cases.CaseNotFound):

@@ -4,6 +4,8 @@ from piccolo.conf.apps import AppConfig
 
 from core.accounts.tables import (
     AuthToken,
+    DoctorAway,
+    DoctorProfile,
     DoctorSpecialty,
     LoginThrottle,
     RecoveryCode,
@@ -14,7 +16,16 @@ from core.accounts.tables import (
 APP_CONFIG = AppConfig(
     app_name="accounts",
     migrations_folder_path=os.path.join(os.path.dirname(__file__), "piccolo_migrations"),
-    table_classes=[User, DoctorSpecialty, RecoveryCode, AuthToken, LoginThrottle, ResetRequest],
+    table_classes=[
+        User,
+        DoctorSpecialty,
+        DoctorProfile,
+        DoctorAway,
+        RecoveryCode,
+        AuthToken,
+        LoginThrottle,
+        ResetRequest,
+    ],
     migration_dependencies=[],
     commands=[],
 )

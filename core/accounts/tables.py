@@ -1,7 +1,9 @@
 from piccolo.columns import (
+    JSON,
     UUID,
     BigInt,
     Boolean,
+    Date,
     ForeignKey,
     Integer,
     OnDelete,
@@ -36,6 +38,27 @@ class User(Table, tablename="account_user"):
 class DoctorSpecialty(Table, tablename="account_doctor_specialty"):
     doctor = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
     specialty = Varchar(length=64, index=True)  # a specialty plugin's slug
+    # Values of the specialty's declared `subspecialties` this doctor covers.
+    subspecialties = JSON(default="[]")
+
+
+class DoctorProfile(Table, tablename="account_doctor_profile"):
+    """What routing and reports need to know of a doctor, beyond their account."""
+
+    doctor = ForeignKey(User, on_delete=OnDelete.cascade, unique=True)
+    title = Varchar(length=120, default="")  # "Consultant radiologist"
+    registration_number = Varchar(length=60, default="")
+    registering_body = Varchar(length=120, default="")  # e.g. "Pakistan Medical and Dental Council"
+    reviews_children = Boolean(default=True)
+    max_active_cases = Integer(default=10)  # offered or accepted, not yet reported
+
+
+class DoctorAway(Table, tablename="account_doctor_away"):
+    """A range of days a doctor is out of office: no case is offered to them then."""
+
+    doctor = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    first_day = Date()
+    last_day = Date()  # inclusive
 
 
 class RecoveryCode(Table, tablename="account_recovery_code"):

@@ -23,7 +23,7 @@ from core.cases.tables import Case
 from core.cases.turnaround import add_working_days
 from core.errors import InvalidInput
 from core.events import Events
-from core.facts import CaseClosedEarly, FeePaidChanged, RecordsChanged
+from core.facts import CaseClosedEarly, CaseReceived, FeePaidChanged, RecordsChanged
 from core.notifications import service as notifications
 from core.specialty import Specialty
 
@@ -115,6 +115,7 @@ async def _receive_if_ready(case: Case) -> bool:
         },
     )
     case.received_at, case.due_on = received, due
+    await context.current().events.publish(CaseReceived(case.id))  # assignment routes it
     return True
 
 

@@ -97,6 +97,7 @@ QUEUE_ORDERS = {
     # Triage order: the case received longest ago first (every case gets the same number of
     # working days, so this is also the one due soonest).
     states.RECEIVED: CaseOrder("received_at", newest_first=False),
+    states.OFFERED: CaseOrder("received_at", newest_first=False),
     states.SUBMITTED: CaseOrder("submitted_at", newest_first=False),  # waiting longest first
     states.DECLINED: CaseOrder("updated_at", newest_first=True),  # declined last first
 }
@@ -196,9 +197,18 @@ def files_text(count: int) -> str:
     return f"{count:,} file{'' if count == 1 else 's'}"
 
 
-async def timeline(case: Case) -> list[CaseEvent]:
-    """The case's timeline, oldest first; a run of uploads by the same person is one line."""
-    events = await CaseEvent.objects().where(CaseEvent.case == case.id).order_by(CaseEvent.at)
+# How a case finds its doctor, step by step, is for staff; the patient's timeline says when a
+# specialist accepted it (and the case page names them).
+STAFF_ONLY_EVENTS = frozenset({"offer", "decline_offer", "offer_expired", "hand_back", "reassign"})
+
+
+async def timeline(case: Case, *, for_staff: bool = False) -> list[CaseEvent]:
+    """The case's timeline, oldest first; a run of uploads by the same person is one line.
+    Patients do not see the steps of finding a doctor (`STAFF_ONLY_EVENTS`)."""
+    query = CaseEvent.objects().where(CaseEvent.case == case.id)
+    if not for_staff:
+        query = query.where(CaseEvent.action.not_in(list(STAFF_ONLY_EVENTS)))
+    events = await query.order_by(CaseEvent.at)
     lines: list[CaseEvent] = []
     count = 0
     for event in events:
@@ -563,8 +573,12 @@ EVENT_NOTES = {
     "cancel": "Request cancelled",
     "receive": "Received for review",
     "decline": "Declined",
-    "assign": "Assigned to a specialist",
-    "reassign": "Reassigned to another specialist",
+    "offer": "Offered to a specialist",
+    "accept": "Accepted by a specialist",
+    "decline_offer": "The specialist offered the case could not take it",
+    "offer_expired": "The specialist offered the case did not answer in time",
+    "hand_back": "Handed back by the specialist",
+    "reassign": "Moved to another specialist",
     "start_review": "Review started",
     "request_info": "The specialist asked for more information",
     "provide_info": "Information sent to the specialist",
@@ -622,27 +636,48 @@ async def transition(
     return case
 
 
-async def assign(case: Case, doctor: User, actor: User, *, ip: str | None) -> Case:
-    """Give a received case to a doctor of its specialty, or move it to another one.
+async def set_doctor(case: Case, doctor_id: int | None) -> None:
+    """Who the case is with (offered to or accepted by; None: nobody). Only core/assignment
+    calls it, in the transaction of the state change: the doctor it is taken from loses access
+    to the case at once, on every page (documents.may_read reads this)."""
+    await Case.update({Case.assigned_doctor: doctor_id}).where(Case.id == case.id)
+    case.assigned_doctor = doctor_id
 
-    The doctor on the case is the only doctor who may read its records: the one it is taken
-    from loses access at once, in the same transaction as the state change.
-    """
-    if doctor.id not in {d.id for d in await doctors_for(case.specialty)}:
-        raise TransitionRefused("Choose an active doctor of this specialty.")
-    if doctor.id == case.assigned_doctor:
-        raise TransitionRefused("The case is already assigned to this doctor.")
-    action = "assign" if case.status == states.RECEIVED else "reassign"
-    async with db.transaction():
-        case = await transition(case, action, actor, ip=ip)
-        await Case.update({Case.assigned_doctor: doctor.id}).where(Case.id == case.id)
-        await audit.record_about(
-            "case.assigned_doctor",
-            case,
-            case=case,
-            actor=actor,
-            ip=ip,
-            details={"doctor": str(doctor.uid)},
-        )
-    case.assigned_doctor = doctor.id
-    return case
+
+async def set_subspecialty(case: Case, value: str) -> None:
+    """The subspecialty the case needs (its plugin's suggestion when it was received)."""
+    await Case.update({Case.subspecialty: value}).where(Case.id == case.id)
+    case.subspecialty = value
+
+
+# The patient's relationship to the person the opinion is for, as staff read it.
+RELATIONSHIP_TO_STAFF = {
+    "parent": "Parent",
+    "legal_guardian": "Legal guardian",
+    "carer": "Carer, with their permission",
+}
+
+
+@dataclass(frozen=True)
+class SubjectInWords:
+    """Who the opinion is for, in words, for the doctor and staff: the person, and for someone
+    in the patient's care the account holder who asked and how they are related."""
+
+    name: str
+    birth_date: date | None
+    sex: str
+    guardian: str  # "" when the patient asks for themself
+    relationship: str
+
+
+async def subject_of(case: Case) -> SubjectInWords:
+    patient = await User.select(User.full_name).where(User.id == case.patient).first()
+    holder = patient["full_name"] if patient else ""
+    dependant = case.subject_kind == "dependant"
+    return SubjectInWords(
+        name=case.subject_name if dependant else holder,
+        birth_date=case.subject_birth_date,
+        sex=dict(SEXES).get(case.subject_sex, ""),
+        guardian=holder if dependant else "",
+        relationship=RELATIONSHIP_TO_STAFF.get(case.subject_relationship, "") if dependant else "",
+    )

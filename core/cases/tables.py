@@ -38,8 +38,11 @@ class Case(Table, tablename="case_case"):
     intake = JSON(default="{}")
     questions = JSON(default="[]")
     preferred_doctor = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
-    # The doctor reviewing the case now; only they (besides coordinators) may read its records.
+    # The doctor the case is with: offered to (status "offered") or accepted by. Only they
+    # (besides coordinators) may read its records; set and cleared by core/assignment.
     assigned_doctor = ForeignKey(User, on_delete=OnDelete.restrict, null=True, default=None)
+    # The subspecialty the specialty's plugin said the case needs when it was received.
+    subspecialty = Varchar(length=32, default="")
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
     submitted_at = Timestamptz(null=True, default=None)

@@ -6,7 +6,8 @@ Working days skip the configured weekend and the public holidays of one country 
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import holidays
 
@@ -21,3 +22,14 @@ def add_working_days(start: date, days: int, *, country: str, weekend: list[int]
         if day.weekday() not in weekend and day not in calendar:
             left -= 1
     return day
+
+
+def working_days_later(
+    at: datetime, days: int, *, time_zone: str, country: str, weekend: list[int]
+) -> datetime:
+    """The same time of day, `days` working days after `at` (in the deployment's time zone):
+    an offer made on Friday at 16:00 with one working day runs to Monday 16:00."""
+    zone = ZoneInfo(time_zone)
+    local = at.astimezone(zone)
+    day = add_working_days(local.date(), days, country=country, weekend=weekend)
+    return datetime.combine(day, local.timetz().replace(tzinfo=None), tzinfo=zone)

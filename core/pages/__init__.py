@@ -2,6 +2,6 @@
 the request wizard with its fee; the staff queues). They sit above every domain; a domain's own
 actions answer from its routes.py."""
 
-from core.pages import case, home, requests, staff
+from core.pages import case, doctor, home, requests, staff
 
-ROUTES = [*home.ROUTES, *requests.ROUTES, *case.ROUTES, *staff.ROUTES]
+ROUTES = [*home.ROUTES, *requests.ROUTES, *case.ROUTES, *staff.ROUTES, *doctor.ROUTES]

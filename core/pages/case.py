@@ -11,6 +11,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
+from core.assignment import service as assignment
 from core.cases import service as cases
 from core.cases.reception import records_in
 from core.cases.tables import Case
@@ -74,6 +75,7 @@ async def case_page(
         links=await provider_links.links_of(case),
         payment=payment,
         payment_error=payment_error,
+        specialist=await assignment.patient_doctor(case),
     )
 
 

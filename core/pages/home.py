@@ -7,11 +7,12 @@ import functools
 from litestar import Request, get
 from litestar.response import Template
 
+from core.assignment import service as assignment
 from core.cases import service as cases
 from core.cases.states import PATIENT_STATUS
 from core.pages.staff import CASE_CURSOR, queue_page
 from core.payments import service as payments
-from core.roles import COORDINATOR, PATIENT
+from core.roles import COORDINATOR, DOCTOR, PATIENT
 from core.security import signed_in
 from core.web import Page, page, page_request, paginate
 
@@ -28,9 +29,11 @@ async def home(request: Request) -> Template:
 @get("/dashboard", guards=[signed_in])
 async def dashboard(request: Request) -> Template:
     """A patient's own cases, newest first; a coordinator's received cases, in triage order
-    (the received queue); a page at a time, in one query for the cases."""
+    (the received queue); a page at a time, in one query for the cases. A doctor's cases:
+    offers to answer first, then accepted cases by due date (as many as the doctor takes)."""
     user = request.user
     found: Page[cases.CaseLine] = Page([])
+    mine = await assignment.doctor_cases(user) if user.role == DOCTOR else []
     if user.role == PATIENT:
         # The cursor only positions the query; cases_of keeps it to this patient's cases.
         fetch = functools.partial(cases.cases_of, user)
@@ -45,6 +48,7 @@ async def dashboard(request: Request) -> Template:
         user=user,
         cases=found.rows if user.role == PATIENT else [],
         received=found.rows if user.role == COORDINATOR else [],
+        doctor_cases=mine,
         **found.links("/dashboard", {}),
         statuses=PATIENT_STATUS,
     )

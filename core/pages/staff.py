@@ -16,6 +16,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
+from core.assignment import service as assignment
 from core.cases import reception, states
 from core.cases import service as cases
 from core.cases.tables import Case
@@ -29,7 +30,8 @@ from core.web import Page, client_ip, form_data, page, page_request, paginate, r
 STAFF = (COORDINATOR, ADMIN)
 # name: (title, the state of its cases, the order they are listed in: core.cases.service).
 QUEUES = {
-    "received": ("Received for review", states.RECEIVED, "Received longest ago first."),
+    "received": ("To assign", states.RECEIVED, "Received longest ago first."),
+    "offered": ("Offered, not yet accepted", states.OFFERED, "Received longest ago first."),
     "waiting": ("Waiting for payment or records", states.SUBMITTED, "Submitted longest ago first."),
     "declined": ("Declined", states.DECLINED, "Declined most recently first."),
     # Any state: a payment's refund is due.
@@ -85,10 +87,11 @@ class StaffCaseController(Controller):
             status,
             case=case,
             specialty=specialty,
-            status_label=states.PATIENT_STATUS[case.status][0],
+            status_label=states.STAFF_STATUS[case.status],
             payment=await payments.summary(case, specialty),
             **await records_page(request, case, f"/staff/cases/{case.uid}"),
-            events=await cases.timeline(case),
+            events=await cases.timeline(case, for_staff=True),
+            doctors=await assignment.staff_view(case),
             can_decline=case.status in states.TRANSITIONS["decline"].sources,
             values=extra.pop("values", {}),
             errors=extra.pop("errors", {}),
@@ -132,6 +135,30 @@ class StaffCaseController(Controller):
             "case-declined",
             lambda case, values: reception.decline(
                 case, request.user, values.get("reason", ""), ip=ip
+            ),
+        )
+
+    @post("/{uid:str}/offer")
+    async def offer(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "case-offered",
+            lambda case, values: assignment.offer_to(
+                case, values.get("doctor", ""), request.user, ip=ip
+            ),
+        )
+
+    @post("/{uid:str}/move")
+    async def move(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "case-moved",
+            lambda case, values: assignment.move(
+                case, values.get("doctor", ""), request.user, values.get("reason", ""), ip=ip
             ),
         )
 
