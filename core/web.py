@@ -94,6 +94,9 @@ NOTICES: dict[str, tuple[str, str]] = {
     "offer-accepted": ("success", "You have accepted this case. It is now in your list of cases."),
     "offer-declined": ("success", "You declined the case. We will find another doctor for it."),
     "case-handed-back": ("success", "You handed the case back to the coordinators."),
+    "settings-saved": ("success", "Your reviewing settings are saved."),
+    "away-added": ("success", "No case will be offered to you on those days."),
+    "away-removed": ("success", "The out-of-office days are removed."),
     "fee-saved": ("success", "The fee schedule is saved. It applies to cases submitted from now."),
 }
 # Notices about one part of a page are shown at the top of that part (the section with this id),

@@ -348,6 +348,9 @@ async def test_coordinators_offer_and_move_from_the_case_page(running_app, monke
     async with aclosing(staff):
         page = (await staff.get(f"/staff/cases/{case.uid}")).text
         assert "Nobody has this case." in page
+        # Everything needed to route it: who it is for, the intake in words, the questions.
+        for seen in ("The patient", "Gallstones", "Do I need an operation?", "Male"):
+            assert seen in page, seen
         # The patient's choice is pre-selected.
         assert f'<option value="{second.user.uid}" selected>' in page
         offered = await post_form(

@@ -241,6 +241,17 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         **only("assigned_doctor", 400, anonymous=401),
         "doctor": 404,
     },
+    ("GET", "/doctor/settings"): {**only("doctor"), "assigned_doctor": 200},
+    ("POST", "/doctor/settings"): {**only("doctor", 400, anonymous=401), "assigned_doctor": 400},
+    ("POST", "/doctor/settings/away"): {
+        **only("doctor", 400, anonymous=401),
+        "assigned_doctor": 400,
+    },
+    # Nobody's range: not found for doctors (a doctor removes only their own).
+    ("POST", "/doctor/settings/away/{away:str}/remove"): {
+        **only("doctor", 404, anonymous=401),
+        "assigned_doctor": 404,
+    },
     ("GET", "/admin/fees"): only("admin"),
     ("POST", "/admin/fees"): only("admin", 400, anonymous=401),
     ("GET", "/admin/fees/{rule:str}"): only("admin"),
@@ -276,6 +287,7 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("{link:str}", ids["link"])
         .replace("{upload:str}", ids["upload"])
         .replace("{number:int}", "0")
+        .replace("{away:str}", "00000000-0000-4000-8000-000000000000")
         .replace("{step:str}", "subject")
         .replace("{uid:str}", ids["staff"])
     )

@@ -56,6 +56,8 @@ class DoctorProfile(Table, tablename="account_doctor_profile"):
 class DoctorAway(Table, tablename="account_doctor_away"):
     """A range of days a doctor is out of office: no case is offered to them then."""
 
+    # Unique by an index the migration makes (SQLite cannot add a UNIQUE column).
+    uid = UUID(index=True)
     doctor = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
     first_day = Date()
     last_day = Date()  # inclusive

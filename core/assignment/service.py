@@ -198,6 +198,12 @@ def problem_with(
     return ""
 
 
+async def away_today(specialty: str) -> dict[int, date]:
+    """The doctors of `specialty` out of office today, and their last day away (the wizard
+    shows "away until …" instead of offering them)."""
+    return {c.doctor.id: c.away_until for c in await candidates(specialty, today()) if c.away_until}
+
+
 async def _refused_doctors(case: Case) -> set[int]:
     rows = await Offer.select(Offer.doctor).where(
         (Offer.case == case.id) & Offer.status.is_in(list(REFUSED))

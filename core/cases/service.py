@@ -487,7 +487,11 @@ async def save_questions(case: Case, raw: dict[str, list[str]]) -> dict[str, str
     return errors
 
 
-async def save_preferred_doctor(case: Case, raw: dict[str, list[str]]) -> dict[str, str]:
+async def save_preferred_doctor(
+    case: Case, raw: dict[str, list[str]], away: dict[int, date] | None = None
+) -> dict[str, str]:
+    """The patient's preferred doctor, one of `doctors_for` the specialty; not one of `away`
+    (doctor id → the last day they are away: core/assignment decides who is)."""
     await autosave(case, "doctor", raw)
     choice = _first(raw, "preferred_doctor")
     doctor_id = None
@@ -495,6 +499,12 @@ async def save_preferred_doctor(case: Case, raw: dict[str, list[str]]) -> dict[s
         doctor = next((d for d in await doctors_for(case.specialty) if str(d.uid) == choice), None)
         if doctor is None:
             return {"preferred_doctor": "Choose a doctor from the list, or no preference."}
+        if away and doctor.id in away:
+            until = away[doctor.id].strftime("%-d %B")
+            return {
+                "preferred_doctor": f"{doctor.full_name} is away until {until}. Choose another "
+                "doctor, or “No preference”."
+            }
         doctor_id = doctor.id
     elif choice == "":
         return {"preferred_doctor": "Choose a doctor, or “No preference”."}

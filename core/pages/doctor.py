@@ -13,10 +13,11 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
+from core.accounts import doctors
 from core.assignment import service as assignment
 from core.cases import service as cases
-from core.errors import InvalidInput, Refused
-from core.pages.common import records_page
+from core.errors import InvalidInput, NotFound, Refused
+from core.pages.common import form_lists, records_page
 from core.roles import DOCTOR
 from core.security import record_denied, role_guard
 from core.web import client_ip, form_data, page, redirect
@@ -112,4 +113,69 @@ class DoctorCaseController(Controller):
         )
 
 
-ROUTES = [DoctorCaseController]
+def _specialties(request: Request) -> dict[str, Any]:
+    plugins = request.app.state.plugins
+    return {s.slug: s for s in plugins.specialties()}
+
+
+class DoctorSettingsController(Controller):
+    """The doctor's reviewing settings: title and registration, subspecialties, children,
+    the most cases they hold, out-of-office ranges (core/accounts/doctors.py)."""
+
+    path = "/doctor/settings"
+    guards = [role_guard(DOCTOR)]
+
+    async def _page(self, request: Request, status: int = 200, **extra: Any) -> Template:
+        return page(
+            request,
+            "doctor/settings.html",
+            status,
+            settings=await doctors.settings_of(request.user, _specialties(request)),
+            held=await assignment.doctor_cases(request.user),
+            values=extra.pop("values", {}),
+            errors=extra.pop("errors", {}),
+            away_values=extra.pop("away_values", {}),
+            away_errors=extra.pop("away_errors", {}),
+            **extra,
+        )
+
+    @get("/")
+    async def show(self, request: Request) -> Template:
+        return await self._page(request)
+
+    @post("/")
+    async def save(self, request: Request) -> Template | Redirect:
+        values = await form_lists(request)
+        try:
+            await doctors.save_settings(
+                request.user, values, _specialties(request), ip=client_ip(request)
+            )
+        except InvalidInput as invalid:
+            flat = {name: items[0] if items else "" for name, items in values.items()}
+            return await self._page(request, 400, values=flat, errors=invalid.errors)
+        return redirect("/doctor/settings", "settings-saved")
+
+    @post("/away")
+    async def add_away(self, request: Request) -> Template | Redirect:
+        values = await form_data(request)
+        try:
+            await doctors.add_away(
+                request.user,
+                values.get("first_day", ""),
+                values.get("last_day", ""),
+                ip=client_ip(request),
+            )
+        except InvalidInput as invalid:
+            return await self._page(request, 400, away_values=values, away_errors=invalid.errors)
+        return redirect("/doctor/settings#away", "away-added")
+
+    @post("/away/{away:str}/remove")
+    async def remove_away(self, request: Request, away: FromPath[str]) -> Redirect:
+        try:
+            await doctors.remove_away(request.user, away, ip=client_ip(request))
+        except NotFound:
+            raise NotFoundException() from None
+        return redirect("/doctor/settings#away", "away-removed")
+
+
+ROUTES = [DoctorCaseController, DoctorSettingsController]

@@ -18,6 +18,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Response, Template
 
+from core.assignment import service as assignment
 from core.cases import reception, states
 from core.cases import service as cases
 from core.cases.tables import Case
@@ -124,6 +125,7 @@ class RequestController(Controller):
         elif step == "doctor":
             context["raw"] = draft.get("doctor", {})
             context["doctors"] = await cases.doctors_for(case.specialty)
+            context["away"] = await assignment.away_today(case.specialty)
         elif step == "review":
             context["problems"] = cases.incomplete_steps(
                 case, request.user, specialty, request.app.state.plugins
@@ -157,7 +159,8 @@ class RequestController(Controller):
         elif step == "questions":
             errors = await cases.save_questions(case, raw)
         elif step == "doctor":
-            errors = await cases.save_preferred_doctor(case, raw)
+            away = await assignment.away_today(case.specialty)
+            errors = await cases.save_preferred_doctor(case, raw, away)
         else:
             raise NotFoundException()
         if errors:
