@@ -71,7 +71,7 @@ def _template_config(settings: Settings, plugins: PluginHost) -> TemplateConfig:
 def _install_domain_helpers(environment: Environment) -> None:
     """What templates use from the domains: money as people read it, record previews, what a
     specialty plugin says about a record line."""
-    from core.cases.service import flags_of
+    from core.cases.service import DUE_WORDS, due_state, flags_of
     from core.documents.kinds import kinds_text
     from core.documents.service import describe_line, previewable, record_notes
     from core.payments.service import money
@@ -87,6 +87,8 @@ def _install_domain_helpers(environment: Environment) -> None:
 
     environment.globals["record_detail"] = record_detail
     environment.globals["offer_status"] = assignment.offer_status  # an offer's fate, in words
+    environment.globals["due_state"] = due_state  # "at_risk" / "overdue" / ""
+    environment.globals["due_words"] = DUE_WORDS
 
 
 def _is_throttled(request) -> bool:

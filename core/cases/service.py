@@ -16,7 +16,7 @@ from typing import Any
 from core import clock, context, db
 from core.accounts.tables import DoctorSpecialty, User
 from core.audit import service as audit
-from core.cases import states
+from core.cases import states, turnaround
 from core.cases.tables import Case, CaseEvent, ReferenceCounter
 from core.errors import NotFound, Refused
 from core.facts import CaseSubmitted
@@ -690,4 +690,20 @@ async def subject_of(case: Case) -> SubjectInWords:
         sex=dict(SEXES).get(case.subject_sex, ""),
         guardian=holder if dependant else "",
         relationship=RELATIONSHIP_TO_STAFF.get(case.subject_relationship, "") if dependant else "",
+    )
+
+
+# How lists show a due state: the words, and the badge's class (static/app.css).
+DUE_WORDS = {"at_risk": ("At risk", "due-at-risk"), "overdue": ("Overdue", "due-overdue")}
+
+
+def due_state(case: Case | CaseLine, today: date | None = None) -> str:
+    """How a case's due date stands today ("overdue", "at_risk" or ""): see
+    core/cases/turnaround.py. Only while the clock runs (received, until the report)."""
+    if case.status not in states.ON_THE_CLOCK or case.due_on is None:
+        return ""
+    settings = context.settings()
+    on = today or clock.local_date(clock.now(), settings.time_zone)
+    return turnaround.due_state(
+        on, case.due_on, country=settings.holiday_country, weekend=settings.weekend_days
     )

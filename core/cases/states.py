@@ -87,6 +87,9 @@ TRANSITIONS = {
 # States in which the case is still being worked on (its due date means something).
 OPEN = (SUBMITTED, RECEIVED, OFFERED, ASSIGNED, IN_REVIEW, AWAITING_INFO, REPORT_READY)
 
+# States in which the turnaround clock runs: from receipt until the report is ready.
+ON_THE_CLOCK = (RECEIVED, OFFERED, ASSIGNED, IN_REVIEW, AWAITING_INFO)
+
 # States in which a doctor holds the case (counts against their capacity).
 WITH_A_DOCTOR = (OFFERED, ASSIGNED, IN_REVIEW, AWAITING_INFO)
 

@@ -33,3 +33,35 @@ def working_days_later(
     local = at.astimezone(zone)
     day = add_working_days(local.date(), days, country=country, weekend=weekend)
     return datetime.combine(day, local.timetz().replace(tzinfo=None), tzinfo=zone)
+
+
+def working_days_left(today: date, due: date, *, country: str, weekend: list[int]) -> int:
+    """Working days after `today` up to and including `due` (0 on the due day itself, and
+    after it)."""
+    if due <= today:
+        return 0
+    calendar = holidays.country_holidays(country, years=range(today.year, due.year + 1))
+    day, left = today, 0
+    while day < due:
+        day += timedelta(days=1)
+        if day.weekday() not in weekend and day not in calendar:
+            left += 1
+    return left
+
+
+# How a due date stands on a given day. A case is due by the end of its due day in the
+# hospital's time zone; it is at risk while at most one working day is left (the working day
+# before the due day, any weekend or holiday between, and the due day itself), and overdue
+# from the day after the due day.
+AT_RISK, OVERDUE = "at_risk", "overdue"
+
+
+def due_state(today: date, due: date | None, *, country: str, weekend: list[int]) -> str:
+    """ "overdue", "at_risk" or "" (on time, or no due date)."""
+    if due is None:
+        return ""
+    if today > due:
+        return OVERDUE
+    if working_days_left(today, due, country=country, weekend=weekend) <= 1:
+        return AT_RISK
+    return ""
