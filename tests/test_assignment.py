@@ -190,8 +190,10 @@ async def test_an_offer_not_accepted_in_time_moves_on(running_app, monkeypatch) 
     monkeypatch.setattr(clock, "now", lambda: later)  # time frozen after the deadline
     with pytest.raises(assignment.AssignmentRefused, match="lapsed"):
         await assignment.accept(case, first.user, no_conflict=True, ip=None)
-    assert await assignment.expire_offers() == 1
-    assert await assignment.expire_offers() == 0  # once
+    # The app's worker runs the same job on its poll and may get there first: either way the
+    # offer lapses once, and the case moves on once (the history below has one of each).
+    await assignment.expire_offers()
+    assert await assignment.expire_offers() == 0
     case = await cases.get_case(str(case.uid))
     assert (case.status, case.assigned_doctor) == ("offered", second.user.id)
     assert sorted(await offers_of(case)) == sorted(

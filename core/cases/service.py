@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from piccolo.query.functions.aggregate import Count
+
 from core import clock, context, db
 from core.accounts.tables import DoctorSpecialty, User
 from core.audit import service as audit
@@ -171,17 +173,62 @@ async def cases_of(
     return await cases_page(mine, OWN_CASES, limit=limit, after=after, before=before)
 
 
+@dataclass(frozen=True)
+class QueueFilter:
+    """What a staff queue is narrowed to: a specialty, the doctor a case is with, at risk or
+    overdue (empty: everything)."""
+
+    specialty: str = ""
+    doctor_id: int | None = None
+    due: str = ""  # "", "at_risk" or "overdue" (core/cases/turnaround.py)
+
+    def where(self, today: date) -> Any:
+        """The condition on Case, for `today` in the hospital's time zone."""
+        condition = Case.id.is_not_null()
+        if self.specialty:
+            condition &= Case.specialty == self.specialty
+        if self.doctor_id is not None:
+            condition &= Case.assigned_doctor == self.doctor_id
+        if self.due == turnaround.OVERDUE:
+            condition &= Case.due_on < today
+        elif self.due == turnaround.AT_RISK:
+            # At most one working day left: due today or on the next working day.
+            settings = context.settings()
+            last = turnaround.add_working_days(
+                today, 1, country=settings.holiday_country, weekend=settings.weekend_days
+            )
+            condition &= (Case.due_on >= today) & (Case.due_on <= last)
+        return condition
+
+
+def _today() -> date:
+    return clock.local_date(clock.now(), context.settings().time_zone)
+
+
 async def cases_in(
     status: str,
     *,
+    filters: QueueFilter | None = None,
     limit: int | None = None,
     after: CaseKey | None = None,
     before: CaseKey | None = None,
 ) -> list[CaseLine]:
-    """The cases in this state, in its queue's order (`QUEUE_ORDERS`; see `cases_page`)."""
-    return await cases_page(
-        Case.status == status, QUEUE_ORDERS[status], limit=limit, after=after, before=before
-    )
+    """The cases in this state, in its queue's order (`QUEUE_ORDERS`; see `cases_page`),
+    narrowed by `filters`."""
+    where = Case.status == status
+    if filters is not None:
+        where &= filters.where(_today())
+    return await cases_page(where, QUEUE_ORDERS[status], limit=limit, after=after, before=before)
+
+
+async def counts_in(statuses: Sequence[str], filters: QueueFilter | None = None) -> dict[str, int]:
+    """How many cases each of these states holds, narrowed by `filters`: one query."""
+    where = Case.status.is_in(list(statuses))
+    if filters is not None:
+        where &= filters.where(_today())
+    rows = await Case.select(Case.status, Count(alias="count")).where(where).group_by(Case.status)
+    found = {row["status"]: row["count"] for row in rows}
+    return {status: found.get(status, 0) for status in statuses}
 
 
 # Uploads write one timeline entry per file (in the transaction that stores it); the timeline

@@ -16,6 +16,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
+from core.accounts import service as accounts
 from core.assignment import service as assignment
 from core.cases import reception, states
 from core.cases import service as cases
@@ -31,7 +32,7 @@ STAFF = (COORDINATOR, ADMIN)
 # name: (title, the state of its cases, the order they are listed in: core.cases.service).
 QUEUES = {
     "received": ("To assign", states.RECEIVED, "Received longest ago first."),
-    "offered": ("Offered, not yet accepted", states.OFFERED, "Received longest ago first."),
+    "offered": ("Offered, not accepted yet", states.OFFERED, "Received longest ago first."),
     "waiting": ("Waiting for payment or records", states.SUBMITTED, "Submitted longest ago first."),
     "declined": ("Declined", states.DECLINED, "Declined most recently first."),
     # Any state: a payment's refund is due.
@@ -41,14 +42,38 @@ QUEUES = {
 CASE_CURSOR = (datetime, int)
 
 
-async def queue_page(name: str, params: Any) -> Page[cases.CaseLine]:
-    """One page of the queue `name` (a key of QUEUES), as the query string `params` asks."""
+async def queue_page(
+    name: str, params: Any, filters: cases.QueueFilter | None = None
+) -> Page[cases.CaseLine]:
+    """One page of the queue `name` (a key of QUEUES), as the query string `params` asks,
+    narrowed by `filters` (state queues only)."""
     status = QUEUES[name][1]
     if status is None:
         fetch, order = payments.cases_with_refunds_due, cases.REFUND_QUEUE
     else:
-        fetch, order = functools.partial(cases.cases_in, status), cases.QUEUE_ORDERS[status]
+        fetch = functools.partial(cases.cases_in, status, filters=filters)
+        order = cases.QUEUE_ORDERS[status]
     return await paginate(fetch, page_request(params, CASE_CURSOR), order.key)
+
+
+DUE_FILTERS = {"at_risk": "At risk", "overdue": "Overdue"}
+
+
+async def _filters(request: Request) -> tuple[cases.QueueFilter, dict[str, str], list[Any]]:
+    """The queue filters the query string asks for, what to keep in links, and the doctors to
+    choose from. Anything unknown is no filter."""
+    params = request.query_params
+    doctors = await accounts.doctors()
+    specialty = params.get("specialty", "")
+    if request.app.state.plugins.specialty(specialty) is None:
+        specialty = ""
+    doctor = next((d for d in doctors if str(d["uid"]) == params.get("doctor", "")), None)
+    due = params.get("due", "")
+    if due not in DUE_FILTERS:
+        due = ""
+    kept = {"specialty": specialty, "doctor": str(doctor["uid"]) if doctor else "", "due": due}
+    filters = cases.QueueFilter(specialty, doctor["id"] if doctor else None, due)
+    return filters, kept, doctors
 
 
 async def _staff_case(uid: str) -> Case:
@@ -67,12 +92,20 @@ class StaffCaseController(Controller):
         name = request.query_params.get("queue", "received")
         if name not in QUEUES:
             name = "received"
-        found = await queue_page(name, request.query_params)
+        filters, kept, doctors = await _filters(request)
+        found = await queue_page(name, request.query_params, filters)
+        states_shown = [status for _, status, _ in QUEUES.values() if status is not None]
         return page(
             request,
             "staff/queue.html",
             cases=found.rows,
-            **found.links("/staff/cases", {"queue": name}),
+            **found.links("/staff/cases", {"queue": name, **kept}),
+            counts=await cases.counts_in(states_shown, filters),
+            filters=kept,
+            filtered=any(kept.values()),
+            doctors=doctors,
+            specialties=request.app.state.plugins.specialties(),
+            due_filters=DUE_FILTERS,
             queue=name,
             title=QUEUES[name][0],
             order=QUEUES[name][2],
