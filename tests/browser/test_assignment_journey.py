@@ -1,12 +1,17 @@
-"""Issue 13's journey in Chromium: a patient pays with their records in → the case is offered
-to the doctor they preferred → that doctor reads the patient, the answers, the questions and
-the records, declares no conflict and accepts → a coordinator moves it with a reason → the new
-doctor accepts and the first gets "not found" → the new doctor hands it back → it waits in
-"To assign". Staff sign in through the form with their second factor, as people do."""
+"""Issue 13's journeys in Chromium.
+
+First: a patient pays with their records in → the case is offered to the doctor they preferred
+→ that doctor reads the patient, the answers, the questions and the records, declares no
+conflict and accepts → a coordinator moves it with a reason → the new doctor accepts and the
+first gets "not found" → the new doctor hands it back → it waits in "To assign". Second: the
+preferred doctor is out of office, another doctor of the specialty takes the case, and the
+patient's page says so kindly. Staff sign in through the form with their second factor, as
+people do."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +144,48 @@ def test_offer_accept_move_hand_back(
     expect(history).to_contain_text("handed back")
     for tab in (doctor, staff, new_doctor):
         tab.context.close()
+
+
+def test_a_preferred_doctor_away_means_another_doctor_and_the_patient_is_told(
+    server: LiveServer, browser: Browser, page: Page, tmp_path: Path
+) -> None:
+    away = run_async(_doctor("away.journey@example.com", "Dr Hina Baig"))
+    other = run_async(_doctor("other.journey@example.com", "Dr Kamran Ali"))
+
+    async def away_today() -> None:
+        from core import clock
+        from core.accounts.tables import DoctorAway
+
+        today = clock.local_date(clock.now(), server.settings.time_zone)
+        await DoctorAway.insert(
+            DoctorAway(uid=uuid.uuid4(), doctor=away.user.id, first_day=today, last_day=today)
+        )
+
+    email = register_patient("journey.away@example.com", "Nadia Hussain")
+    uid = run_async(_submitted_case(email, away))  # chosen before the doctor went away
+    run_async(away_today())
+    letter = tmp_path / "letter.pdf"
+    letter.write_bytes(b"%PDF-1.4\nanother letter\n%%EOF\n")
+    sign_in(page, server, email)
+    page.goto(f"{server.url}/cases/{uid}")
+    page.get_by_label("What are these files?").select_option("letter")
+    page.get_by_label("Choose files").set_input_files(str(letter))
+    page.get_by_role("button", name="Upload files").click()
+    expect(page.get_by_role("link", name="letter.pdf", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Pay online (test)").click()
+    page.get_by_role("button", name=re.compile(r"^Pay PKR .* succeeds")).click()
+    expect(page.get_by_role("status").filter(has_text="Received for review")).to_be_visible()
+
+    # Offered to the other doctor of the specialty, who accepts.
+    doctor = staff_page(browser, server, other)
+    doctor.goto(f"{server.url}/doctor/cases/{uid}")
+    expect(doctor.get_by_text("This case is offered to you.")).to_be_visible()
+    doctor.get_by_label(re.compile("I have no conflict of interest")).check()
+    doctor.get_by_role("button", name="Accept the case").click()
+    expect(doctor.get_by_text("You have accepted this case")).to_be_visible()
+    doctor.context.close()
+
+    page.goto(f"{server.url}/cases/{uid}")
+    specialist = page.locator("#specialist")
+    expect(specialist).to_contain_text("Dr Kamran Ali")
+    expect(specialist).to_contain_text("Dr Hina Baig could not take your case this time")
