@@ -508,3 +508,8 @@ async def test_a_big_case_shows_its_records_a_page_at_a_time(
     every = [name for lines in pages for name in lines]
     assert len(every) == len(set(every)) == SINGLE_FILES + 1
     assert every[30] == "CT chest, 2 Oct 2026, 300 images"  # after the first 30 letters
+    # The lines' query reads a page, not the case: the limit is in the SQL.
+    from core.documents import service as documents
+
+    leads = await documents.lead_documents(big, limit=5)
+    assert [doc.display_name for doc in leads][:1] == ["letter-000.pdf"] and len(leads) == 5

@@ -9,6 +9,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from core import db
 from core.accounts.tables import DoctorAway, DoctorProfile, DoctorSpecialty, User
@@ -19,6 +20,12 @@ from core.specialty import Specialty
 
 MAX_ACTIVE_LIMIT = 100
 MAX_AWAY_DAYS = 366
+
+
+def subspecialties_of(raw: Any) -> frozenset[str]:
+    """The subspecialty values a `DoctorSpecialty.subspecialties` column holds (JSON)."""
+    values = json.loads(raw) if isinstance(raw, str) else raw
+    return frozenset(str(value) for value in values or [])
 
 
 @dataclass(frozen=True)
@@ -42,26 +49,26 @@ class DoctorSettings:
 
 async def settings_of(doctor: User, specialty: dict[str, Specialty | None]) -> DoctorSettings:
     """`specialty`: slug → the installed specialty (None when its plugin is gone)."""
-    profile = await DoctorProfile.objects().where(DoctorProfile.doctor == doctor.id).first()
+    # No row yet: the table's defaults (what routing assumes too).
+    found = await DoctorProfile.objects().where(DoctorProfile.doctor == doctor.id).first()
+    profile = found or DoctorProfile()
     links = await DoctorSpecialty.objects().where(DoctorSpecialty.doctor == doctor.id)
     covers = []
     for link in links:
         found = specialty.get(link.specialty)
         if found is not None:
-            raw = link.subspecialties
-            values = json.loads(raw) if isinstance(raw, str) else raw or []
-            covers.append(SpecialtyCover(found, frozenset(values)))
+            covers.append(SpecialtyCover(found, subspecialties_of(link.subspecialties)))
     away = (
         await DoctorAway.objects()
         .where(DoctorAway.doctor == doctor.id)
         .order_by(DoctorAway.first_day)
     )
     return DoctorSettings(
-        title=profile.title if profile else "",
-        registration_number=profile.registration_number if profile else "",
-        registering_body=profile.registering_body if profile else "",
-        reviews_children=profile.reviews_children if profile else True,
-        max_active_cases=profile.max_active_cases if profile else 10,
+        title=profile.title,
+        registration_number=profile.registration_number,
+        registering_body=profile.registering_body,
+        reviews_children=profile.reviews_children,
+        max_active_cases=profile.max_active_cases,
         specialties=covers,
         away=list(away),
     )

@@ -24,7 +24,6 @@ case is with, offered or accepted: they alone (besides coordinators) may open it
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -33,6 +32,7 @@ from typing import Any
 from piccolo.query.functions.aggregate import Count
 
 from core import clock, context, db
+from core.accounts import doctors as doctor_settings
 from core.accounts.tables import DoctorAway, DoctorProfile, DoctorSpecialty, User
 from core.assignment.tables import Offer
 from core.audit import service as audit
@@ -46,7 +46,6 @@ from core.events import Events
 from core.facts import CaseReceived
 from core.roles import DOCTOR
 
-DEFAULT_MAX_ACTIVE = 10  # a doctor without a profile yet
 CHILD_UNDER_YEARS = 18  # a subject younger than this is a child: only doctors who review children
 MAX_REASON_CHARS = 2000
 
@@ -128,7 +127,9 @@ async def candidates(specialty: str, on: date) -> list[Candidate]:
     links = await DoctorSpecialty.select(
         DoctorSpecialty.doctor, DoctorSpecialty.subspecialties
     ).where(DoctorSpecialty.specialty == specialty)
-    covered = {row["doctor"]: frozenset(_as_list(row["subspecialties"])) for row in links}
+    covered = {
+        row["doctor"]: doctor_settings.subspecialties_of(row["subspecialties"]) for row in links
+    }
     if not covered:
         return []
     ids = list(covered)
@@ -154,25 +155,18 @@ async def candidates(specialty: str, on: date) -> list[Candidate]:
     }
     found = []
     for doctor in doctors:
-        profile = profiles.get(doctor.id)
+        profile = profiles.get(doctor.id) or DoctorProfile()  # no row yet: the defaults
         found.append(
             Candidate(
                 doctor=doctor,
                 subspecialties=covered[doctor.id],
-                reviews_children=profile.reviews_children if profile else True,
-                max_active=profile.max_active_cases
-                if profile
-                else DoctorProfile.max_active_cases.default,
+                reviews_children=profile.reviews_children,
+                max_active=profile.max_active_cases,
                 active=active.get(doctor.id, 0),
                 away_until=away.get(doctor.id),
             )
         )
     return found
-
-
-def _as_list(value: Any) -> list[str]:
-    loaded = json.loads(value) if isinstance(value, str) else value
-    return [str(item) for item in loaded or []]
 
 
 def problem_with(
@@ -307,18 +301,11 @@ async def on_case_received(fact: CaseReceived) -> None:
     specialty = plugins.specialty(case.specialty)
     if specialty is not None:
         age = subject_age(case, today())
-        needs = plugins.suggest_subspecialty(specialty, _values(case), age) or ""
+        needs = plugins.suggest_subspecialty(specialty, cases.answers_of(case).values, age) or ""
         if needs:
             await cases.set_subspecialty(case, needs)
     if context.settings().assignment_mode == "automatic":
         await route(case)
-
-
-def _values(case: Case) -> dict[str, Any]:
-    """The intake answers as stored at submission."""
-    intake = json.loads(case.intake) if isinstance(case.intake, str) else case.intake or {}
-    values = intake.get("values", {}) if isinstance(intake, dict) else {}
-    return values if isinstance(values, dict) else {}
 
 
 def subscribe(events: Events) -> None:

@@ -20,15 +20,6 @@ from core.plugins import PluginHost
 from core.roles import ADMIN, COORDINATOR, DOCTOR
 from core.specialty import RecordsDetail
 
-
-async def documents_of(case: Case) -> list[Document]:
-    return (
-        await Document.objects()
-        .where((Document.case == case.id) & (Document.status == COMPLETE))
-        .order_by(Document.created_at)
-    )
-
-
 # A group's line lists its first files and counts the rest: a study of a thousand images is one
 # line, not a thousand links.
 FILES_LISTED = 50

@@ -73,6 +73,20 @@ def staff_page(browser: Browser, server: LiveServer, person: Person) -> Page:
     return tab
 
 
+def letter_and_pay(page: Page, server: LiveServer, email: str, uid: str, letter: Path) -> None:
+    """The patient signs in, uploads the required letter and pays: the case is received."""
+    letter.write_bytes(b"%PDF-1.4\nletter from " + letter.name.encode() + b"\n%%EOF\n")
+    sign_in(page, server, email)
+    page.goto(f"{server.url}/cases/{uid}")
+    page.get_by_label("What are these files?").select_option("letter")
+    page.get_by_label("Choose files").set_input_files(str(letter))
+    page.get_by_role("button", name="Upload files").click()
+    expect(page.get_by_role("link", name=letter.name, exact=True)).to_be_visible()
+    page.get_by_role("button", name="Pay online (test)").click()
+    page.get_by_role("button", name=re.compile(r"^Pay PKR .* succeeds")).click()
+    expect(page.get_by_role("status").filter(has_text="Received for review")).to_be_visible()
+
+
 def test_offer_accept_move_hand_back(
     server: LiveServer, browser: Browser, page: Page, tmp_path: Path
 ) -> None:
@@ -83,17 +97,7 @@ def test_offer_accept_move_hand_back(
     uid = run_async(_submitted_case(email, first))
 
     # The patient adds the letter and pays: received, and offered at once to Dr Qureshi.
-    letter = tmp_path / "clinic letter.pdf"
-    letter.write_bytes(b"%PDF-1.4\nletter from the clinic\n%%EOF\n")
-    sign_in(page, server, email)
-    page.goto(f"{server.url}/cases/{uid}")
-    page.get_by_label("What are these files?").select_option("letter")
-    page.get_by_label("Choose files").set_input_files(str(letter))
-    page.get_by_role("button", name="Upload files").click()
-    expect(page.get_by_role("link", name="clinic letter.pdf", exact=True)).to_be_visible()
-    page.get_by_role("button", name="Pay online (test)").click()
-    page.get_by_role("button", name=re.compile(r"^Pay PKR .* succeeds")).click()
-    expect(page.get_by_role("status").filter(has_text="Received for review")).to_be_visible()
+    letter_and_pay(page, server, email, uid, tmp_path / "clinic letter.pdf")
 
     # Dr Qureshi sees the offer, reads the case and accepts it.
     doctor = staff_page(browser, server, first)
@@ -164,17 +168,7 @@ def test_a_preferred_doctor_away_means_another_doctor_and_the_patient_is_told(
     email = register_patient("journey.away@example.com", "Nadia Hussain")
     uid = run_async(_submitted_case(email, away))  # chosen before the doctor went away
     run_async(away_today())
-    letter = tmp_path / "letter.pdf"
-    letter.write_bytes(b"%PDF-1.4\nanother letter\n%%EOF\n")
-    sign_in(page, server, email)
-    page.goto(f"{server.url}/cases/{uid}")
-    page.get_by_label("What are these files?").select_option("letter")
-    page.get_by_label("Choose files").set_input_files(str(letter))
-    page.get_by_role("button", name="Upload files").click()
-    expect(page.get_by_role("link", name="letter.pdf", exact=True)).to_be_visible()
-    page.get_by_role("button", name="Pay online (test)").click()
-    page.get_by_role("button", name=re.compile(r"^Pay PKR .* succeeds")).click()
-    expect(page.get_by_role("status").filter(has_text="Received for review")).to_be_visible()
+    letter_and_pay(page, server, email, uid, tmp_path / "letter.pdf")
 
     # Offered to the other doctor of the specialty, who accepts.
     doctor = staff_page(browser, server, other)
