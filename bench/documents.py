@@ -38,7 +38,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -427,32 +426,6 @@ def start_server(var_dir: Path, port: int, log: Path, profile: Path | None) -> s
         )
 
 
-def wait_ready(base_url: str, server: subprocess.Popen, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base_url}/login", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not start within 60 s")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)  # a clean exit (cProfile writes its file)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def sign_in(client: Any) -> str:
     client.get("/login")
     token = next(c.value for c in client.cookies.jar if c.name.endswith("csrftoken"))
@@ -481,6 +454,8 @@ def run(sizes: list[int], work_dir: Path, profile: Path | None, spy: Path | None
     server = start_server(var_dir, port, log, profile)
     rows = []
     try:
+        from common import stop_server, wait_ready
+
         wait_ready(base_url, server, log)
         with httpx.Client(base_url=base_url, timeout=httpx.Timeout(600.0)) as client:
             bench = Bench(client, server.pid, source, var_dir, case_uid, sign_in(client), spy)
