@@ -1,7 +1,8 @@
 """What a doctor says about the cases they take: title and registration (for reports), the
 subspecialties they cover in each of their specialties, whether they review children, how many
 cases they hold at most, and when they are out of office. Routing reads it
-(core/assignment/service.py); the doctor edits it on their settings page."""
+(core/assignment/service.py); the doctor edits it on their settings page, an admin on the
+doctor's staff form. Either way the same rules apply; the audit log names who did it (`by`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from core.accounts.tables import DoctorAway, DoctorProfile, DoctorSpecialty, Use
 from core.audit import service as audit
 from core.errors import InvalidInput, NotFound
 from core.ids import parse_uuid
+from core.roles import ADMIN, DOCTOR
 from core.specialty import Specialty
 
 MAX_ACTIVE_LIMIT = 100
@@ -26,6 +28,13 @@ def subspecialties_of(raw: Any) -> frozenset[str]:
     """The subspecialty values a `DoctorSpecialty.subspecialties` column holds (JSON)."""
     values = json.loads(raw) if isinstance(raw, str) else raw
     return frozenset(str(value) for value in values or [])
+
+
+def _check_editor(doctor: User, by: User) -> None:
+    """Only doctors have these settings, and only they or an admin change them: anything else
+    is not found (the same answer as a doctor who does not exist)."""
+    if doctor.role != DOCTOR or not (by.id == doctor.id or by.role == ADMIN):
+        raise NotFound
 
 
 @dataclass(frozen=True)
@@ -79,10 +88,12 @@ async def save_settings(
     values: dict[str, list[str]],
     specialty: dict[str, Specialty | None],
     *,
+    by: User,
     ip: str | None,
 ) -> None:
-    """Save the settings form (`values`: field name → every value sent). Problems are raised
-    as InvalidInput, nothing saved."""
+    """Save the settings form (`values`: field name → every value sent) of `doctor`, changed
+    by `by` (the doctor, or an admin). Problems are raised as InvalidInput, nothing saved."""
+    _check_editor(doctor, by)
     one = {name: (items[0] if items else "").strip() for name, items in values.items()}
     errors: dict[str, str] = {}
     lengths = {"title": 120, "registration_number": 60, "registering_body": 120}
@@ -126,11 +137,12 @@ async def save_settings(
             await DoctorProfile.insert(
                 DoctorProfile(doctor=doctor.id, **{col._meta.name: v for col, v in fields.items()})
             )
-        await audit.record("doctor.settings", actor=doctor, ip=ip, subject_uid=doctor.uid)
+        await audit.record("doctor.settings", actor=by, ip=ip, subject_uid=doctor.uid)
 
 
-async def add_away(doctor: User, first: str, last: str, *, ip: str | None) -> DoctorAway:
-    """A range of days out of office (both included)."""
+async def add_away(doctor: User, first: str, last: str, *, by: User, ip: str | None) -> DoctorAway:
+    """A range of days `doctor` is out of office (both included), added by `by`."""
+    _check_editor(doctor, by)
     errors: dict[str, str] = {}
     days = {}
     for name, text in (("first_day", first), ("last_day", last)):
@@ -150,11 +162,13 @@ async def add_away(doctor: User, first: str, last: str, *, ip: str | None) -> Do
     )
     async with db.transaction():
         await DoctorAway.insert(away)
-        await audit.record("doctor.away_added", actor=doctor, ip=ip, subject_uid=doctor.uid)
+        await audit.record("doctor.away_added", actor=by, ip=ip, subject_uid=doctor.uid)
     return away
 
 
-async def remove_away(doctor: User, away_uid: str, *, ip: str | None) -> None:
+async def remove_away(doctor: User, away_uid: str, *, by: User, ip: str | None) -> None:
+    """Remove one of `doctor`'s ranges (another doctor's is not found), by `by`."""
+    _check_editor(doctor, by)
     parsed = parse_uuid(away_uid)
     async with db.transaction():
         gone = (
@@ -166,4 +180,4 @@ async def remove_away(doctor: User, away_uid: str, *, ip: str | None) -> None:
         )
         if not gone:
             raise NotFound
-        await audit.record("doctor.away_removed", actor=doctor, ip=ip, subject_uid=doctor.uid)
+        await audit.record("doctor.away_removed", actor=by, ip=ip, subject_uid=doctor.uid)

@@ -591,8 +591,16 @@ def _staff_errors(
 
 
 async def _set_specialties(user: User, specialties: list[str]) -> None:
-    await DoctorSpecialty.delete().where(DoctorSpecialty.doctor == user.id)
-    for slug in sorted(set(specialties)):
+    """Keep the rows of specialties that stay (with the subspecialties the doctor covers in
+    them, core/accounts/doctors.py), remove the others, add the new ones."""
+    wanted = set(specialties)
+    have = set(await doctor_specialties(user))
+    gone = sorted(have - wanted)
+    if gone:
+        await DoctorSpecialty.delete().where(
+            (DoctorSpecialty.doctor == user.id) & DoctorSpecialty.specialty.is_in(gone)
+        )
+    for slug in sorted(wanted - have):
         await DoctorSpecialty.insert(DoctorSpecialty(doctor=user.id, specialty=slug))
 
 

@@ -1,23 +1,35 @@
-"""Admin pages: staff accounts and the loaded specialty plugins. Rules live in services."""
+"""Admin pages: staff accounts (with a doctor's reviewing settings and out-of-office days, the
+same as on the doctor's own page: core/accounts/doctors.py) and the loaded specialty plugins.
+Rules live in services."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
+from core.accounts import doctors
 from core.accounts import service as accounts
 from core.accounts.tables import User
-from core.roles import ADMIN, STAFF_ROLES
+from core.assignment import service as assignment
+from core.errors import InvalidInput, NotFound
+from core.roles import ADMIN, DOCTOR, STAFF_ROLES
 from core.security import role_guard
-from core.web import client_ip, page, redirect
+from core.specialty import Specialty
+from core.web import client_ip, form_data, page, redirect
 
 ROLE_CHOICES = [("doctor", "Doctor"), ("coordinator", "Coordinator"), ("admin", "Admin")]
 
 
+def _specialties(request: Request) -> dict[str, Specialty]:
+    return {s.slug: s for s in request.app.state.plugins.specialties()}
+
+
 def _known_specialties(request: Request) -> dict[str, str]:
-    return {s.slug: s.title for s in request.app.state.plugins.specialties()}
+    return {slug: s.title for slug, s in _specialties(request).items()}
 
 
 async def _staff_member(uid: str) -> User:
@@ -25,6 +37,29 @@ async def _staff_member(uid: str) -> User:
     if user is None or user.role not in STAFF_ROLES:
         raise NotFoundException()
     return user
+
+
+async def _doctor_part(
+    request: Request,
+    member: User | None,
+    *,
+    reviewing_values: dict[str, str] | None = None,
+    reviewing_errors: dict[str, str] | None = None,
+    away_values: dict[str, str] | None = None,
+    away_errors: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """What the staff form shows of a doctor besides their account: the reviewing settings the
+    doctor sees on their own page, their out-of-office days and the cases they hold now."""
+    if member is None or member.role != DOCTOR:
+        return {}
+    return {
+        "settings": await doctors.settings_of(member, _specialties(request)),
+        "held": await assignment.doctor_cases(member),
+        "reviewing_values": reviewing_values or {},
+        "reviewing_errors": reviewing_errors or {},
+        "away_values": away_values or {},
+        "away_errors": away_errors or {},
+    }
 
 
 async def _staff_form_data(request: Request) -> tuple[dict[str, str], list[str]]:
@@ -48,6 +83,21 @@ class StaffController(Controller):
             roles=ROLE_CHOICES,
             specialty_choices=_known_specialties(request),
             **context,
+        )
+
+    async def _edit_page(
+        self, request: Request, member: User, status: int = 200, **doctor: Any
+    ) -> Template:
+        """The form of a staff member as saved, with (for a doctor) their reviewing settings;
+        `doctor`: what `_doctor_part` re-renders a refused form with."""
+        values = {"full_name": member.full_name, "role": member.role, "bio": member.bio}
+        return self._form(
+            request,
+            status,
+            values=values,
+            chosen=await accounts.doctor_specialties(member),
+            member=member,
+            **await _doctor_part(request, member, **doctor),
         )
 
     @get("/")
@@ -85,10 +135,7 @@ class StaffController(Controller):
 
     @get("/{uid:str}")
     async def edit_form(self, request: Request, uid: FromPath[str]) -> Template:
-        member = await _staff_member(uid)
-        values = {"full_name": member.full_name, "role": member.role, "bio": member.bio}
-        chosen = await accounts.doctor_specialties(member)
-        return self._form(request, values=values, chosen=chosen, member=member)
+        return await self._edit_page(request, await _staff_member(uid))
 
     @post("/{uid:str}")
     async def update(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
@@ -107,9 +154,64 @@ class StaffController(Controller):
             )
         except accounts.InvalidInput as failed:
             return self._form(
-                request, 400, values=values, chosen=chosen, member=member, errors=failed.errors
+                request,
+                400,
+                values=values,
+                chosen=chosen,
+                member=member,
+                errors=failed.errors,
+                **await _doctor_part(request, member),
             )
         return redirect("/admin/staff", "staff-saved")
+
+    @post("/{uid:str}/reviewing")
+    async def save_reviewing(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        member = await _staff_member(uid)
+        form = await request.form()
+        values = {key: [str(v) for v in form.getall(key)] for key in form.keys()}
+        try:
+            await doctors.save_settings(
+                member, values, _specialties(request), by=request.user, ip=client_ip(request)
+            )
+        except NotFound:
+            raise NotFoundException() from None
+        except InvalidInput as invalid:
+            flat = {name: items[0] if items else "" for name, items in values.items()}
+            return await self._edit_page(
+                request, member, 400, reviewing_values=flat, reviewing_errors=invalid.errors
+            )
+        return redirect(f"/admin/staff/{member.uid}#reviewing", "doctor-settings-saved")
+
+    @post("/{uid:str}/away")
+    async def add_away(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        member = await _staff_member(uid)
+        values = await form_data(request)
+        try:
+            await doctors.add_away(
+                member,
+                values.get("first_day", ""),
+                values.get("last_day", ""),
+                by=request.user,
+                ip=client_ip(request),
+            )
+        except NotFound:
+            raise NotFoundException() from None
+        except InvalidInput as invalid:
+            return await self._edit_page(
+                request, member, 400, away_values=values, away_errors=invalid.errors
+            )
+        return redirect(f"/admin/staff/{member.uid}#away", "doctor-away-added")
+
+    @post("/{uid:str}/away/{away:str}/remove")
+    async def remove_away(
+        self, request: Request, uid: FromPath[str], away: FromPath[str]
+    ) -> Redirect:
+        member = await _staff_member(uid)
+        try:
+            await doctors.remove_away(member, away, by=request.user, ip=client_ip(request))
+        except NotFound:
+            raise NotFoundException() from None
+        return redirect(f"/admin/staff/{member.uid}#away", "away-removed")
 
     @post("/{uid:str}/disable")
     async def disable(self, request: Request, uid: FromPath[str]) -> Redirect:

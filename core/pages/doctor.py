@@ -148,7 +148,11 @@ class DoctorSettingsController(Controller):
         values = await form_lists(request)
         try:
             await doctors.save_settings(
-                request.user, values, _specialties(request), ip=client_ip(request)
+                request.user,
+                values,
+                _specialties(request),
+                by=request.user,
+                ip=client_ip(request),
             )
         except InvalidInput as invalid:
             flat = {name: items[0] if items else "" for name, items in values.items()}
@@ -163,6 +167,7 @@ class DoctorSettingsController(Controller):
                 request.user,
                 values.get("first_day", ""),
                 values.get("last_day", ""),
+                by=request.user,
                 ip=client_ip(request),
             )
         except InvalidInput as invalid:
@@ -172,7 +177,7 @@ class DoctorSettingsController(Controller):
     @post("/away/{away:str}/remove")
     async def remove_away(self, request: Request, away: FromPath[str]) -> Redirect:
         try:
-            await doctors.remove_away(request.user, away, ip=client_ip(request))
+            await doctors.remove_away(request.user, away, by=request.user, ip=client_ip(request))
         except NotFound:
             raise NotFoundException() from None
         return redirect("/doctor/settings#away", "away-removed")
