@@ -19,5 +19,6 @@ APP_REGISTRY = AppRegistry(
         "core.documents.piccolo_app",
         "core.payments.piccolo_app",
         "core.assignment.piccolo_app",
+        "core.completeness.piccolo_app",
     ]
 )

@@ -55,3 +55,13 @@ class CaseReceived:
     it to a doctor in the same transaction (or leaves it for the coordinators)."""
 
     case_id: int
+
+
+@dataclass(frozen=True)
+class MaterialsChanged:
+    """Physical materials of a case arrived, or an arrival was struck out (completeness):
+    `materials` are the keys of the specialty's physical materials in the hospital's hands.
+    Cases notes them and decides whether the case is received."""
+
+    case_id: int
+    materials: frozenset[str]

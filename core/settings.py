@@ -147,6 +147,16 @@ class Settings(BaseSettings):
     hospital_address: str = Field(
         "1 Hospital Road, Lahore, Pakistan", description="Postal address on receipts."
     )
+    materials_address: list[str] = Field(
+        default_factory=lambda: [
+            "Second Opinion Office, Pathology Reception",
+            "Consilium Hospital",
+            "1 Hospital Road",
+            "Lahore, Pakistan",
+        ],
+        description="Where slides, blocks and other physical materials are posted, line by line "
+        "(JSON list); shown to patients with their case reference.",
+    )
     contact_email: str = Field("second-opinion@consilium.invalid", description="Contact email.")
     contact_phone: str = Field("+92 42 0000 0000", description="Contact telephone.")
     turnaround_working_days: int = Field(

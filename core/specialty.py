@@ -38,6 +38,7 @@ __all__ = [
     "LongText",
     "MultiChoice",
     "Number",
+    "PhysicalMaterial",
     "RecordsDetail",
     "Repeating",
     "ReportSection",
@@ -72,6 +73,25 @@ class RequiredDocument:
     help: str = ""
     kinds: tuple[str, ...] = (DocumentKind.PDF, DocumentKind.IMAGE)
     required: bool = True  # False: recommended, does not hold up the case
+
+
+@dataclass(frozen=True)
+class PhysicalMaterial:
+    """Something that reaches the hospital by post or courier, not by upload: glass slides,
+    tissue blocks, a CD of images. The patient's page says how to send it (its `help`, the
+    hospital's address and the case reference); a coordinator records its arrival and its
+    return. A `required` one that applies to a case holds it up until it has arrived."""
+
+    key: str  # stable; distinct from the keys of `required_documents`
+    label: str  # "The original glass slides"
+    help: str = ""  # for the patient: who sends it, how it is packed
+    required: bool = True  # False: asked for, but the review can start without it
+    # It applies to a case when every condition holds on the intake answers (none: always).
+    applies_when: tuple[ShowIf, ...] = ()
+    returned: bool = True  # sent back to the sender once the review is done
+
+    def applies(self, values: dict) -> bool:
+        return all(condition.holds(values) for condition in self.applies_when)
 
 
 @dataclass(frozen=True)
@@ -119,6 +139,7 @@ class Specialty:
     audience: str = ""  # who it is for, e.g. "Adults and children with an imaging study"
     intake: Form = field(default_factory=lambda: Form(version=1, fields=()))
     required_documents: tuple[RequiredDocument, ...] = ()
+    physical_materials: tuple[PhysicalMaterial, ...] = ()  # sent by post, recorded by staff
     accepted_kinds: tuple[str, ...] = (DocumentKind.PDF, DocumentKind.IMAGE)
     review: Form = field(default_factory=lambda: Form(version=1, fields=()))
     concordance: tuple[Choice, ...] = ()  # how far the second opinion agrees with the first
@@ -143,9 +164,17 @@ class Specialty:
         for kind in self.accepted_kinds:
             if kind not in DocumentKind.ALL:
                 raise ValueError(f"{self.slug}: unknown document kind {kind!r}")
+        materials = [item.key for item in self.physical_materials]
+        documents = {item.key for item in self.required_documents}
+        if len(set(materials)) != len(materials) or documents & set(materials):
+            raise ValueError(f"{self.slug}: physical material keys must be unique: {materials}")
         keys = [choice.value for choice in self.subspecialties]
         if len(set(keys)) != len(keys) or not all(SLUG_RE.match(key) for key in keys):
             raise ValueError(f"{self.slug}: subspecialty values must be unique slugs: {keys}")
+
+    def materials_for(self, values: dict) -> tuple[PhysicalMaterial, ...]:
+        """The physical materials asked of a case with these intake answers."""
+        return tuple(item for item in self.physical_materials if item.applies(values))
 
     def subspecialty_label(self, value: str | None) -> str:
         """The label of one of this specialty's subspecialties ("" for None or unknown)."""

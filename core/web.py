@@ -97,6 +97,19 @@ NOTICES: dict[str, tuple[str, str]] = {
     "settings-saved": ("success", "Your reviewing settings are saved."),
     "away-added": ("success", "No case will be offered to you on those days."),
     "away-removed": ("success", "The out-of-office days are removed."),
+    "doctor-settings-saved": ("success", "The doctor's reviewing settings are saved."),
+    "doctor-away-added": ("success", "No case will be offered to the doctor on those days."),
+    "records-requested": (
+        "success",
+        "The request is sent: the patient is emailed and the case waits, its clock paused.",
+    ),
+    "request-closed": ("success", "The request is closed."),
+    "request-answered": (
+        "success",
+        "Thank you. We told the team; the time for your report runs again from today.",
+    ),
+    "material-recorded": ("success", "The arrival is recorded."),
+    "material-returned": ("success", "The return is recorded."),
     "fee-saved": ("success", "The fee schedule is saved. It applies to cases submitted from now."),
 }
 # Notices about one part of a page are shown at the top of that part (the section with this id),
@@ -109,6 +122,11 @@ NOTICE_SECTIONS: dict[str, str] = {
     "records-uploaded": "records",
     "records-left-out": "records",
     "link-revoked": "links",
+    "records-requested": "needs",
+    "request-closed": "needs",
+    "request-answered": "needs",
+    "material-recorded": "materials",
+    "material-returned": "materials",
 }
 
 # What a person's landing page (/dashboard) is called, by role (core.security's role names):

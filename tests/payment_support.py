@@ -10,7 +10,7 @@ from core.cases import service as cases
 from core.cases.tables import Case
 from core.documents import service as documents
 from core.hookspecs import hookimpl
-from core.specialty import Form, RequiredDocument, Specialty, Text
+from core.specialty import Form, PhysicalMaterial, RequiredDocument, ShowIf, Specialty, Text
 from tests.support import post_form
 
 CHECKUP = Specialty(
@@ -21,6 +21,21 @@ CHECKUP = Specialty(
     required_documents=(
         RequiredDocument(key="letter", label="The doctor's letter"),
         RequiredDocument(key="photos", label="Photos", required=False),
+    ),
+    # Asked only of a case whose diagnosis is "Tumour" (tests/test_completeness.py).
+    physical_materials=(
+        PhysicalMaterial(
+            key="slides",
+            label="The glass slides",
+            help="The lab sends them.",
+            applies_when=(ShowIf("diagnosis", ("Tumour",)),),
+        ),
+        PhysicalMaterial(
+            key="blocks",
+            label="The tissue blocks",
+            required=False,
+            applies_when=(ShowIf("diagnosis", ("Tumour",)),),
+        ),
     ),
 )
 
@@ -36,7 +51,7 @@ def with_checkup(app):
     return app
 
 
-async def submitted_case(client: AsyncClient) -> Case:
+async def submitted_case(client: AsyncClient, *, diagnosis: str = "Gallstones") -> Case:
     """Start, fill and submit a checkup request as the signed-in patient."""
     response = await post_form(client, "/requests/new", {"specialty": "checkup"})
     assert response.status_code == 303, response.text
@@ -46,7 +61,7 @@ async def submitted_case(client: AsyncClient) -> Case:
             "subject",
             {"subject_kind": "self", "subject_birth_date": "1980-01-02", "subject_sex": "male"},
         ),
-        ("intake", {"diagnosis": "Gallstones"}),
+        ("intake", {"diagnosis": diagnosis}),
         ("questions", {"question_1": "Do I need an operation?"}),
         ("doctor", {"preferred_doctor": "none"}),
     ]

@@ -7,8 +7,9 @@ Rows for patient B / other doctor arrive with the first patient-owned objects (c
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from httpx import AsyncClient
@@ -18,6 +19,7 @@ from core.app import create_app
 from core.assignment.tables import Offer
 from core.cases import service as cases
 from core.cases.tables import Case
+from core.completeness.tables import MaterialArrival, RecordsRequest
 from core.documents import links, resumable
 from core.documents.service import store_upload
 from core.payments import service as payments
@@ -100,6 +102,11 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/admin/staff/{uid:str}"): only("admin", 400, anonymous=401),
     ("POST", "/admin/staff/{uid:str}/disable"): only("admin", 303, anonymous=401),
     ("POST", "/admin/staff/{uid:str}/enable"): only("admin", 303, anonymous=401),
+    # A doctor's reviewing settings and out-of-office days (the matrix's staff member is a
+    # doctor); an empty form lacks the answers (400); nobody's range is not found (404).
+    ("POST", "/admin/staff/{uid:str}/reviewing"): only("admin", 400, anonymous=401),
+    ("POST", "/admin/staff/{uid:str}/away"): only("admin", 400, anonymous=401),
+    ("POST", "/admin/staff/{uid:str}/away/{away:str}/remove"): only("admin", 404, anonymous=401),
     ("GET", "/admin/plugins"): only("admin"),
     ("GET", "/admin/audit"): only("admin"),
     ("GET", "/requests/new"): {**only("patient"), "other_patient": 200},
@@ -188,6 +195,8 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     # Payments. The matrix's case is a draft: paying it is refused (409); its one payment
     # (made in the fixture) is paid, so its receipt exists.
     ("POST", "/cases/{uid:str}/payments"): owner_only(409, anonymous=401),
+    # The patient answers a coordinator's open request (the answer is optional).
+    ("POST", "/cases/{uid:str}/requests/{ask:str}/answer"): owner_only(303, anonymous=401),
     ("GET", "/cases/{uid:str}/payments/{payment:str}/receipt"): {
         **owner_only(200),
         "doctor": 404,
@@ -214,6 +223,24 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "admin": 409,
     },
     ("POST", "/staff/cases/{uid:str}/payments/{payment:str}/refunded"): {
+        **only("coordinator", 400, anonymous=401),
+        "admin": 400,
+    },
+    # Asking needs a message, closing an outcome, an arrival what arrived, a return the
+    # courier's reference (400).
+    ("POST", "/staff/cases/{uid:str}/requests"): {
+        **only("coordinator", 400, anonymous=401),
+        "admin": 400,
+    },
+    ("POST", "/staff/cases/{uid:str}/requests/{ask:str}/close"): {
+        **only("coordinator", 400, anonymous=401),
+        "admin": 400,
+    },
+    ("POST", "/staff/cases/{uid:str}/materials"): {
+        **only("coordinator", 400, anonymous=401),
+        "admin": 400,
+    },
+    ("POST", "/staff/cases/{uid:str}/materials/{arrival:str}/returned"): {
         **only("coordinator", 400, anonymous=401),
         "admin": 400,
     },
@@ -289,6 +316,8 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("{number:int}", "0")
         .replace("{away:str}", "00000000-0000-4000-8000-000000000000")
         .replace("{step:str}", "subject")
+        .replace("{ask:str}", ids["ask"])
+        .replace("{arrival:str}", ids["arrival"])
         .replace("{uid:str}", ids["staff"])
     )
 
@@ -354,7 +383,17 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
     )
     await Payment.insert(paid)
     rule = (await payments.fee_rules())[0]
+    # Rows as a coordinator's request and a package's arrival leave them (the service refuses
+    # both on a draft; they are tested in test_completeness.py).
+    ask = RecordsRequest(uid=uuid.uuid4(), case=case.id, message="The last page", status="open")
+    await RecordsRequest.insert(ask)
+    arrival = MaterialArrival(
+        uid=uuid.uuid4(), case=case.id, material="slides", count=2, arrived_on=date.today()
+    )
+    await MaterialArrival.insert(arrival)
     ids = {
+        "ask": str(ask.uid),
+        "arrival": str(arrival.uid),
         "payment": str(paid.uid),
         "rule": str(rule.uid),
         "staff": str(target.user.uid),

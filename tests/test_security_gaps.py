@@ -307,6 +307,12 @@ ALLOWED_EMAIL_VALUES = {
     "due": "Monday 4 May 2026",
     "refund": True,
     "contact_email": "help@example.org",
+    # A records request: whether it went to the patient's doctor, whether it is for materials
+    # sent by post, and the doctor's upload link with its lifetime in days.
+    "provider": True,
+    "material": True,
+    "upload_url": "https://so.example.org/upload/token",
+    "days": 14,
 }
 # test_message.txt is the outbox's own test email (tests/test_notifications.py), sent to no patient.
 EXTRA_VALUES = {"test_message.txt": {"name": "outbox test"}}

@@ -18,14 +18,20 @@ import json
 from core import clock, context, db
 from core.accounts.tables import User
 from core.cases import states
-from core.cases.service import CaseNotFound, transition
+from core.cases.service import CaseNotFound, answers_of, transition
 from core.cases.tables import Case
 from core.cases.turnaround import add_working_days
 from core.errors import InvalidInput
 from core.events import Events
-from core.facts import CaseClosedEarly, CaseReceived, FeePaidChanged, RecordsChanged
+from core.facts import (
+    CaseClosedEarly,
+    CaseReceived,
+    FeePaidChanged,
+    MaterialsChanged,
+    RecordsChanged,
+)
 from core.notifications import service as notifications
-from core.specialty import Specialty
+from core.specialty import PhysicalMaterial, Specialty
 
 MAX_REASON_CHARS = 2000
 
@@ -35,8 +41,20 @@ def records_in(case: Case) -> set[str]:
     return set(json.loads(value) if isinstance(value, str) else value or [])
 
 
-def missing_records(case: Case, specialty: Specialty | None) -> list[str]:
-    """Labels of the specialty's required records that the case's records do not satisfy."""
+def materials_in(case: Case) -> set[str]:
+    value = case.materials_in
+    return set(json.loads(value) if isinstance(value, str) else value or [])
+
+
+def materials_asked(case: Case, specialty: Specialty | None) -> tuple[PhysicalMaterial, ...]:
+    """The specialty's physical materials that apply to this case (its intake answers)."""
+    if specialty is None:
+        return ()
+    return specialty.materials_for(answers_of(case).values)
+
+
+def missing_uploads(case: Case, specialty: Specialty | None) -> list[str]:
+    """Labels of the specialty's required records that the case's uploads do not satisfy."""
     if specialty is None:
         return []
     present = records_in(case)
@@ -44,6 +62,24 @@ def missing_records(case: Case, specialty: Specialty | None) -> list[str]:
         item.label
         for item in specialty.required_documents
         if item.required and item.key not in present
+    ]
+
+
+def missing_materials(case: Case, specialty: Specialty | None) -> list[str]:
+    """Labels of the required physical materials that apply to the case and have not arrived."""
+    arrived = materials_in(case)
+    return [
+        item.label
+        for item in materials_asked(case, specialty)
+        if item.required and item.key not in arrived
+    ]
+
+
+def missing_records(case: Case, specialty: Specialty | None) -> list[str]:
+    """Labels of what the case still needs before it is received: required records not
+    uploaded, and required physical materials not arrived ("… (by post)")."""
+    return missing_uploads(case, specialty) + [
+        f"{label} (by post)" for label in missing_materials(case, specialty)
     ]
 
 
@@ -87,6 +123,17 @@ async def on_records_changed(fact: RecordsChanged) -> None:
     await _receive_if_ready(case)
 
 
+async def on_materials_changed(fact: MaterialsChanged) -> None:
+    case = await locked_case(fact.case_id)
+    if case is None:
+        return
+    items = sorted(fact.materials)
+    if items != sorted(materials_in(case)):
+        await Case.update({Case.materials_in: json.dumps(items)}).where(Case.id == case.id)
+        case.materials_in = json.dumps(items)
+    await _receive_if_ready(case)
+
+
 async def _receive_if_ready(case: Case) -> bool:
     """Move a submitted case (locked by the caller) to `received` when it is paid and its
     required records are in: due date, timeline, audit and the "received" email."""
@@ -103,7 +150,9 @@ async def _receive_if_ready(case: Case) -> bool:
         weekend=settings.weekend_days,
     )
     await transition(case, "receive", None, ip=None)
-    await Case.update({Case.received_at: received, Case.due_on: due}).where(Case.id == case.id)
+    await Case.update({Case.received_at: received, Case.due_on: due, Case.due_first: due}).where(
+        Case.id == case.id
+    )
     patient = await User.objects().where(User.id == case.patient).first()
     await notifications.enqueue(
         to=patient.email,
@@ -114,7 +163,7 @@ async def _receive_if_ready(case: Case) -> bool:
             "case_url": case_url(case),
         },
     )
-    case.received_at, case.due_on = received, due
+    case.received_at, case.due_on, case.due_first = received, due, due
     await context.current().events.publish(CaseReceived(case.id))  # assignment routes it
     return True
 
@@ -161,3 +210,4 @@ async def cancel(case: Case, patient: User, *, ip: str | None) -> Case:
 def subscribe(events: Events) -> None:
     events.subscribe(FeePaidChanged, on_fee_paid_changed)
     events.subscribe(RecordsChanged, on_records_changed)
+    events.subscribe(MaterialsChanged, on_materials_changed)

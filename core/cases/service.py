@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from piccolo.columns.combination import WhereRaw
 from piccolo.query.functions.aggregate import Count
 
 from core import clock, context, db
@@ -86,7 +87,7 @@ CaseKey = tuple[datetime, int]  # a case's place in a list: its time in that lis
 class CaseOrder:
     """How a list of cases is ordered: by a time column of Case, then by id."""
 
-    column: str  # a Timestamptz column that no case of the list leaves empty
+    column: str  # a Timestamptz (or Date) column that no case of the list leaves empty
     newest_first: bool
 
     def key(self, case: Case | CaseLine) -> CaseKey:
@@ -103,6 +104,8 @@ QUEUE_ORDERS = {
     states.SUBMITTED: CaseOrder("submitted_at", newest_first=False),  # waiting longest first
     states.DECLINED: CaseOrder("updated_at", newest_first=True),  # declined last first
 }
+# Every case on the clock, due soonest first (the coordinators' board).
+BOARD_ORDER = CaseOrder("due_on", newest_first=False)
 # Cases with a refund for staff to pay back (payments finds them): oldest submitted first. Every
 # case with a payment was submitted (its fee is fixed then).
 REFUND_QUEUE = CaseOrder("submitted_at", newest_first=False)
@@ -126,6 +129,7 @@ class CaseLine:
     submitted_at: datetime | None
     received_at: datetime | None
     due_on: date | None
+    waiting_since: datetime | None
 
 
 _LINE_COLUMNS = [Case._meta.get_column_by_name(name) for name in CaseLine.__dataclass_fields__]
@@ -189,6 +193,8 @@ class QueueFilter:
             condition &= Case.specialty == self.specialty
         if self.doctor_id is not None:
             condition &= Case.assigned_doctor == self.doctor_id
+        if self.due:  # a case waiting for the patient is neither: its clock stands still
+            condition &= Case.waiting_since.is_null() & Case.status.is_in(list(states.ON_THE_CLOCK))
         if self.due == turnaround.OVERDUE:
             condition &= Case.due_on < today
         elif self.due == turnaround.AT_RISK:
@@ -205,20 +211,31 @@ def _today() -> date:
     return clock.local_date(clock.now(), context.settings().time_zone)
 
 
+def _status_in_literally(statuses: tuple[str, ...]) -> WhereRaw:
+    """`status IN ('received', …)` with the states written into the SQL, not bound: SQLite
+    uses a partial index (the board's, on the states on the clock) only for a query whose WHERE
+    repeats the index's own, literally (measured: a bound IN scans a whole index instead)."""
+    assert all(status.isidentifier() for status in statuses)  # our constants, never input
+    return WhereRaw(f"status IN ({', '.join(repr(status) for status in statuses)})")
+
+
 async def cases_in(
-    status: str,
+    status: str | tuple[str, ...],
     *,
     filters: QueueFilter | None = None,
     limit: int | None = None,
     after: CaseKey | None = None,
     before: CaseKey | None = None,
 ) -> list[CaseLine]:
-    """The cases in this state, in its queue's order (`QUEUE_ORDERS`; see `cases_page`),
-    narrowed by `filters`."""
-    where = Case.status == status
+    """The cases in this state, in its queue's order (`QUEUE_ORDERS`; see `cases_page`), or in
+    any of these states due soonest first (`BOARD_ORDER`), narrowed by `filters`."""
+    if isinstance(status, tuple):
+        where, order = _status_in_literally(status), BOARD_ORDER
+    else:
+        where, order = Case.status == status, QUEUE_ORDERS[status]
     if filters is not None:
         where &= filters.where(_today())
-    return await cases_page(where, QUEUE_ORDERS[status], limit=limit, after=after, before=before)
+    return await cases_page(where, order, limit=limit, after=after, before=before)
 
 
 async def counts_in(statuses: Sequence[str], filters: QueueFilter | None = None) -> dict[str, int]:
@@ -297,37 +314,70 @@ class CaseFlags:
     shows_due_date: bool
 
 
+def accepts_records(case: Case | CaseLine) -> bool:
+    """Whether records may be added to the case now (core/cases/states.py)."""
+    return states.accepts_records(case.status, waiting=case.waiting_since is not None)
+
+
+def accepting_records() -> Any:
+    """`accepts_records` as a condition on Case, for queries."""
+    return Case.status.is_in(list(states.ACCEPTING_RECORDS)) | (
+        Case.waiting_since.is_not_null() & Case.status.is_in(list(states.BEFORE_REPORT))
+    )
+
+
 def flags_of(case: Case | CaseLine) -> CaseFlags:
     return CaseFlags(
         draft=case.status == states.DRAFT,
         submitted=case.status == states.SUBMITTED,
         closed_early=case.status in (states.DECLINED, states.CANCELLED),
         can_cancel=case.status in states.TRANSITIONS["cancel"].sources,
-        accepts_records=states.accepts_records(case.status),
+        accepts_records=accepts_records(case),
         shows_due_date=case.due_on is not None and case.status in states.OPEN,
     )
 
 
 def patient_status(
-    case: Case, *, paid: bool = False, missing: Sequence[str] = (), fee: str = ""
+    case: Case,
+    *,
+    paid: bool = False,
+    missing: Sequence[str] = (),
+    by_post: Sequence[str] = (),
+    fee: str = "",
 ) -> PatientStatus:
     """The status line for the patient. A submitted case says what is still missing: the
-    required records (by name), the payment, or both."""
+    required records (by name), what must come by post, the payment, or all of them."""
     label, text = states.PATIENT_STATUS[case.status]
+    if case.waiting_since is not None and case.status in states.ON_THE_CLOCK:
+        text = "We asked for something more before the review can go on."
+        return PatientStatus("We need something from you", text, "See what we need", "#needs")
     if case.status != states.SUBMITTED:
         return PatientStatus(label, text)
     records = "; ".join(missing)
+    posted = "; ".join(by_post)
     the_fee = f"the fee of {fee}" if fee else "the fee"
     if paid and missing:
         text = f"We have your payment. To start, we still need your records: {records}."
+        if by_post:
+            text += f" And by post: {posted}."
         return PatientStatus(label, text, "Upload your records", "#records")
+    if paid and by_post:
+        text = (
+            "We have your payment and your records. We start when this reaches us by post: "
+            f"{posted}."
+        )
+        return PatientStatus(label, text, "How to send it", "#materials")
     if paid:
         text = "We have your payment and your records. We are getting your case ready."
         return PatientStatus(label, text)
     if missing:
         text = f"To start, we still need your records ({records}) and {the_fee}."
+        if by_post:
+            text += f" And by post: {posted}."
         return PatientStatus(label, text, "Upload your records", "#records")
     text = f"We have your records. To start, please pay {the_fee}."
+    if by_post:
+        text += f" We also need, by post: {posted}."
     return PatientStatus(label, text, f"Pay {fee}" if fee else "Pay the fee", "#payment")
 
 
@@ -741,14 +791,22 @@ async def subject_of(case: Case) -> SubjectInWords:
 
 
 # How lists show a due state: the words, and the badge's class (static/app.css).
-DUE_WORDS = {"at_risk": ("At risk", "due-at-risk"), "overdue": ("Overdue", "due-overdue")}
+PAUSED = "paused"
+DUE_WORDS = {
+    "at_risk": ("At risk", "due-at-risk"),
+    "overdue": ("Overdue", "due-overdue"),
+    PAUSED: ("Paused: waiting", "due-paused"),
+}
 
 
 def due_state(case: Case | CaseLine, today: date | None = None) -> str:
-    """How a case's due date stands today ("overdue", "at_risk" or ""): see
-    core/cases/turnaround.py. Only while the clock runs (received, until the report)."""
+    """How a case's due date stands today ("overdue", "at_risk", "paused" or ""): see
+    core/cases/turnaround.py. Only while the clock runs (received, until the report), and not
+    while the case waits for the patient or materials (paused: the due date will move)."""
     if case.status not in states.ON_THE_CLOCK or case.due_on is None:
         return ""
+    if case.waiting_since is not None:
+        return PAUSED
     settings = context.settings()
     on = today or clock.local_date(clock.now(), settings.time_zone)
     return turnaround.due_state(

@@ -95,7 +95,12 @@ WITH_A_DOCTOR = (OFFERED, ASSIGNED, IN_REVIEW, AWAITING_INFO)
 
 # States in which the patient (or their doctor, through a link) may still add records.
 ACCEPTING_RECORDS = (DRAFT, SUBMITTED, RECEIVED)
+# States in which a coordinator may ask for more records or materials (until the report); while
+# the case waits for them, records may be added in any of these.
+BEFORE_REPORT = (SUBMITTED, RECEIVED, OFFERED, ASSIGNED, IN_REVIEW, AWAITING_INFO)
 
 
-def accepts_records(status: str) -> bool:
-    return status in ACCEPTING_RECORDS
+def accepts_records(status: str, *, waiting: bool = False) -> bool:
+    """Whether records may be added: in the early states, and while the case waits for records
+    asked of the patient (`waiting`, Case.waiting_since) until the report."""
+    return status in ACCEPTING_RECORDS or (waiting and status in BEFORE_REPORT)

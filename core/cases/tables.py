@@ -49,8 +49,13 @@ class Case(Table, tablename="case_case"):
     # Facts other domains report (core/facts.py) from which cases decides "received":
     paid_at = Timestamptz(null=True, default=None)  # the fee was paid (payments)
     records_in = JSON(default="[]")  # checklist items the records satisfy (documents)
+    materials_in = JSON(default="[]")  # physical materials that have arrived (materials)
     received_at = Timestamptz(null=True, default=None)  # paid and records complete
-    due_on = Date(null=True, default=None)  # received + the turnaround in working days
+    due_on = Date(null=True, default=None)  # received + the turnaround + the pauses
+    due_first = Date(null=True, default=None)  # the due date set on receipt, before any pause
+    # Since when the case waits for the patient (or their doctor, or materials asked after
+    # submission): the clock is paused (CasePause) and records may be added in any open state.
+    waiting_since = Timestamptz(null=True, default=None)
     decline_reason = Text(default="")  # the coordinator's words, shown to the patient
 
 
@@ -64,6 +69,18 @@ class CaseEvent(Table, tablename="case_event"):
     from_status = Varchar(length=20, default="")
     to_status = Varchar(length=20, default="")
     note = Text(default="")  # shown on the timeline; written by the service, never free text
+
+
+class CasePause(Table, tablename="case_pause"):
+    """A stretch of time the turnaround clock stood still because the case waited for the
+    patient, their doctor or physical materials (core/cases/pauses.py). An open pause has no
+    `ended_at`; on resume the due date moves by `days_moved` working days."""
+
+    case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
+    reason = Varchar(length=12)  # "patient" (records or an answer) or "materials"
+    started_at = Timestamptz(default=TimestamptzNow())
+    ended_at = Timestamptz(null=True, default=None)
+    days_moved = Integer(default=0)
 
 
 class ReferenceCounter(Table, tablename="case_reference_counter"):

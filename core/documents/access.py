@@ -8,7 +8,7 @@ from datetime import datetime
 
 from core.accounts.tables import User
 from core.audit import service as audit
-from core.cases.states import accepts_records
+from core.cases.service import accepts_records
 from core.cases.tables import Case
 from core.documents.records import COMPLETE, DocumentNotFound
 from core.documents.tables import Document
@@ -31,7 +31,7 @@ def may_read(user: User, case: Case) -> bool:
 def may_add_records(user: User, case: Case) -> bool:
     """Only the owning patient adds records themselves (staff read them; doctors send theirs
     through an upload link), and only while the case still accepts records."""
-    return user.role == PATIENT and case.patient == user.id and accepts_records(case.status)
+    return user.role == PATIENT and case.patient == user.id and accepts_records(case)
 
 
 async def get_document(case: Case, uid: str) -> Document:

@@ -18,7 +18,7 @@ from hashlib import sha256
 from core import clock, context, db
 from core.accounts.tables import User
 from core.audit import service as audit
-from core.cases import states
+from core.cases import service as cases
 from core.cases.service import CaseNotFound
 from core.cases.tables import Case
 from core.documents.tables import ProviderLink
@@ -27,7 +27,6 @@ from core.ids import parse_uuid
 from core.keys import derive_key
 from core.tokens import new_token, token_hash
 
-ACCEPTING = states.ACCEPTING_RECORDS
 DAYS_DEFAULT, DAYS_MAX = 14, 30
 USES_DEFAULT, USES_MAX = 5, 20
 NOTE_MAX = 300
@@ -44,8 +43,7 @@ class LinkNotFound(NotFound):
     """No such link on this case."""
 
 
-def accepts_records(case: Case) -> bool:
-    return states.accepts_records(case.status)
+accepts_records = cases.accepts_records
 
 
 # The patient's side ----------------------------------------------------------------------------
@@ -98,10 +96,44 @@ async def create_link(
         raise InvalidInput(errors)
     if not accepts_records(case):
         raise LinkRefused("Records can no longer be added to this case, so no new links.")
+    return await _new_link(
+        case, patient, str(patient.uid), note=note, days_valid=days_valid, max_uses=max_uses, ip=ip
+    )
+
+
+async def create_link_for_request(
+    case: Case, staff: User, *, note: str, ip: str | None
+) -> tuple[ProviderLink, str]:
+    """A link a coordinator sends the patient's doctor with a request for records
+    (core/completeness), inside its transaction once the case waits for them. The patient sees
+    it in their list of links, with `note`, and may revoke it."""
+    patient = await User.select(User.uid).where(User.id == case.patient).first()
+    note = " ".join(note.split())[:NOTE_MAX]
+    return await _new_link(
+        case,
+        staff,
+        str(patient["uid"]) if patient else None,
+        note=note,
+        days_valid=DAYS_DEFAULT,
+        max_uses=USES_MAX,
+        ip=ip,
+    )
+
+
+async def _new_link(
+    case: Case,
+    creator: User,
+    subject_uid: str | None,
+    *,
+    note: str,
+    days_valid: int,
+    max_uses: int,
+    ip: str | None,
+) -> tuple[ProviderLink, str]:
     token, hashed = new_token()
     async with db.transaction():
-        current = await Case.select(Case.status).where(Case.id == case.id).first()
-        if current is None or current["status"] not in ACCEPTING:
+        open_to_records = cases.accepting_records() & (Case.id == case.id)
+        if not await Case.exists().where(open_to_records):
             raise LinkRefused("Records can no longer be added to this case, so no new links.")
         if await ProviderLink.count().where(_usable(case.id)) >= MAX_OPEN_LINKS:
             raise LinkRefused(
@@ -111,7 +143,7 @@ async def create_link(
         link = ProviderLink(
             uid=uuid.uuid4(),
             case=case.id,
-            created_by=patient.id,
+            created_by=creator.id,
             token_hash=hashed,
             note=" ".join(note.split()),
             expires_at=clock.now() + timedelta(days=days_valid),
@@ -123,8 +155,8 @@ async def create_link(
             "provider_link.create",
             link,
             case=case,
-            actor=patient,
-            subject_uid=str(patient.uid),
+            actor=creator,
+            subject_uid=subject_uid,
             ip=ip,
             details={"days_valid": days_valid, "max_uses": max_uses},
         )
@@ -265,7 +297,7 @@ async def use(link: ProviderLink, *, ip: str | None = None) -> bool:
     One conditional UPDATE (uses < max_uses, not revoked, not expired, case still taking
     records): of two requests racing for the last use, exactly one gets a row back.
     """
-    accepting_cases = Case.select(Case.id).where(Case.status.is_in(list(ACCEPTING)))
+    accepting_cases = Case.select(Case.id).where(cases.accepting_records())
     case_uid, patient_uid = await _audit_ids(link)
     async with db.transaction():
         taken = (

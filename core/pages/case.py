@@ -7,17 +7,23 @@ by core/documents/routes.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, Request, get, post
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from core.assignment import service as assignment
+from core.cases import pauses, reception
 from core.cases import service as cases
 from core.cases.reception import records_in
 from core.cases.tables import Case
+from core.completeness import service as completeness
 from core.documents import links as provider_links
 from core.documents import resumable
 from core.documents import service as documents
+from core.errors import InvalidInput, NotFound, Refused
 from core.pages.common import own_case, records_page
 from core.payments import service as payments
 from core.roles import PATIENT
@@ -48,9 +54,26 @@ class CaseController(Controller):
             return Redirect(path=payment.checkout_url, status_code=303)
         return redirect(f"/cases/{case.uid}#payment", "payment-offline")
 
+    @post("/requests/{ask:str}/answer")
+    async def answer(self, request: Request, uid: FromPath[str], ask: FromPath[str]) -> Any:
+        """The patient says they sent what a coordinator asked for."""
+        case = await own_case(request, uid)
+        values = await form_data(request)
+        try:
+            await completeness.answer(
+                case, request.user, ask, values.get("answer", ""), ip=client_ip(request)
+            )
+        except InvalidInput as invalid:
+            return await case_page(request, case, 400, answer_errors=invalid.errors, values=values)
+        except NotFound:
+            raise NotFoundException() from None
+        except Refused as refused:
+            return await case_page(request, case, refused.status, answer_problem=refused.message)
+        return redirect(f"/cases/{case.uid}", "request-answered")
+
 
 async def case_page(
-    request: Request, case: Case, status_code: int = 200, payment_error: str = ""
+    request: Request, case: Case, status_code: int = 200, payment_error: str = "", **extra: Any
 ) -> Template:
     """The patient's case page (also re-rendered with a payment problem)."""
     specialty = request.app.state.plugins.specialty(case.specialty)
@@ -62,7 +85,11 @@ async def case_page(
         case=case,
         specialty=specialty,
         status=cases.patient_status(
-            case, paid=payment.paid is not None, missing=payment.missing, fee=payment.fee_display
+            case,
+            paid=payment.paid is not None,
+            missing=reception.missing_uploads(case, specialty),
+            by_post=reception.missing_materials(case, specialty),
+            fee=payment.fee_display,
         ),
         events=await cases.timeline(case),
         answers=cases.answers_of(case),
@@ -76,6 +103,12 @@ async def case_page(
         payment=payment,
         payment_error=payment_error,
         specialist=await assignment.patient_doctor(case),
+        requests=await completeness.requests_of(case, specialty),
+        materials=await completeness.materials_of(case, specialty),
+        clock=await pauses.clock_of(case),
+        values=extra.pop("values", {}),
+        answer_errors=extra.pop("answer_errors", {}),
+        **extra,
     )
 
 

@@ -8,6 +8,7 @@ from core.specialty import (
     LongText,
     MultiChoice,
     Number,
+    PhysicalMaterial,
     Repeating,
     ReportSection,
     RequiredDocument,
@@ -307,6 +308,35 @@ SPECIALTY = Specialty(
             label="Other related reports",
             help="For example earlier biopsy reports, scan reports or a letter from your doctor.",
             required=False,
+        ),
+    ),
+    physical_materials=(
+        PhysicalMaterial(
+            key="slides",
+            label="The original glass slides",
+            help=(
+                "Ask the laboratory that wrote the report to lend us all the glass slides of "
+                "this sample, including any special or marker stains. They pack them in a slide "
+                "box and send them by post or courier, with a copy of the report."
+            ),
+            # A tissue or cell sample the lab can probably lend: the review needs the slides.
+            applies_when=(
+                ShowIf("report_kind", (*TISSUE, "other")),
+                ShowIf("material_available", ("yes", "dont_know")),
+            ),
+        ),
+        PhysicalMaterial(
+            key="blocks",
+            label="The tissue blocks (paraffin blocks)",
+            help=(
+                "Only if the laboratory agrees to lend them: the pathologist may need them for "
+                "extra tests. They can come in the same package as the slides."
+            ),
+            required=False,
+            applies_when=(
+                ShowIf("report_kind", ("biopsy",)),
+                ShowIf("material_available", ("yes", "dont_know")),
+            ),
         ),
     ),
     accepted_kinds=(DocumentKind.PDF, DocumentKind.IMAGE),

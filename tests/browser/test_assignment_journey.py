@@ -183,3 +183,81 @@ def test_a_preferred_doctor_away_means_another_doctor_and_the_patient_is_told(
     specialist = page.locator("#specialist")
     expect(specialist).to_contain_text("Dr Kamran Ali")
     expect(specialist).to_contain_text("Dr Hina Baig could not take your case this time")
+
+
+PATHOLOGY_INTAKE = {
+    "report_kind": ["biopsy"],
+    "specimen_type": ["core_needle"],
+    "specimen_site": ["Left breast"],
+    "collection_date": ["2026-10-02"],
+    "lab_name": ["Central Pathology Laboratory"],
+    "original_result": ["Invasive ductal carcinoma, Nottingham grade 2"],
+    "tests_done": ["he", "ihc"],
+    "material_available": ["yes"],
+    "diagnostic_question": ["Is the grade right?"],
+}
+
+
+async def _pathology_case(email: str) -> str:
+    patient = await accounts.get_user_by_email(email)
+    plugins = context.plugins()
+    pathology = plugins.specialty("pathology")
+    case = await cases.start_request(patient, pathology, ip=None)
+    subject = {
+        "subject_kind": ["self"],
+        "subject_birth_date": ["1968-03-09"],
+        "subject_sex": ["female"],
+    }
+    assert not await cases.save_subject(case, patient, subject)
+    assert not await cases.save_intake(case, pathology, plugins, PATHOLOGY_INTAKE)
+    assert not await cases.save_questions(case, {"question_1": ["Is the grade right?"]})
+    assert not await cases.save_preferred_doctor(case, {"preferred_doctor": ["none"]})
+    assert not await cases.submit(case, patient, pathology, plugins, ip=None)
+    return str(case.uid)
+
+
+def test_a_biopsy_case_waits_for_its_slides_until_a_coordinator_records_them(
+    server: LiveServer, browser: Browser, page: Page, tmp_path: Path
+) -> None:
+    coordinator = run_async(make_person("coordinator", "coord.slides@example.com"))
+    email = register_patient("journey.slides@example.com", "Ayesha Malik")
+    uid = run_async(_pathology_case(email))
+    report = tmp_path / "histology report.pdf"
+    report.write_bytes(b"%PDF-1.4\nhistology report\n%%EOF\n")
+
+    # The patient sends the report and pays: the case still waits for the slides, and the page
+    # says where to send them and what to write on the package.
+    sign_in(page, server, email)
+    page.goto(f"{server.url}/cases/{uid}")
+    page.get_by_label("What are these files?").select_option("report")
+    page.get_by_label("Choose files").set_input_files(str(report))
+    page.get_by_role("button", name="Upload files").click()
+    expect(page.get_by_role("link", name=report.name, exact=True)).to_be_visible()
+    page.get_by_role("button", name="Pay online (test)").click()
+    page.get_by_role("button", name=re.compile(r"^Pay PKR .* succeeds")).click()
+    status = page.locator("#case-status")
+    expect(status).to_contain_text("Submitted")
+    expect(status).to_contain_text("reaches us by post: The original glass slides")
+    posted = page.locator("#materials")
+    expect(posted).to_contain_text("The original glass slides")
+    expect(posted).to_contain_text("Pathology Reception")
+    reference = page.locator("h1 .reference").inner_text()
+    expect(posted.locator(".reference")).to_have_text(reference)
+
+    # A coordinator records the package; only then is the case received.
+    staff = staff_page(browser, server, coordinator)
+    staff.goto(f"{server.url}/staff/cases/{uid}")
+    materials = staff.locator("#materials")
+    expect(materials).to_contain_text("Needed before the review can start")
+    materials.get_by_label("What arrived").select_option("slides")
+    materials.get_by_label("How many").fill("3")
+    materials.get_by_label("Labels on them").fill("S26-0042 A1–A3")
+    materials.get_by_role("button", name="Record the arrival").click()
+    expect(staff.get_by_text("The arrival is recorded.")).to_be_visible()
+    expect(staff.locator(".status").first).to_have_text("Received for review")
+    expect(staff.locator("#materials")).to_contain_text("S26-0042 A1–A3")
+    staff.context.close()
+
+    page.goto(f"{server.url}/cases/{uid}")
+    expect(status).to_contain_text("Received for review")
+    expect(page.locator("#materials")).to_contain_text("Arrived")

@@ -1,0 +1,571 @@
+"""What a case still needs from outside: records asked of the patient or their doctor, and
+physical materials (slides, blocks, a CD) that arrive by post.
+
+Asking makes the case wait (core/cases/pauses.py): its clock stands still and records may be
+added in any state before the report. The case stops waiting when its last open request ends —
+the patient replies, a coordinator marks it received or withdraws it, or the material asked for
+arrives — and its due date then moves by the working days it waited.
+
+A physical material's arrival is a fact for cases (`MaterialsChanged`): a submitted case whose
+specialty requires that material is received only once it is in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from core import clock, context, db
+from core.accounts.tables import User
+from core.audit import service as audit
+from core.cases import pauses, reception, states
+from core.cases.service import CaseNotFound, note_event
+from core.cases.tables import Case
+from core.completeness.tables import MaterialArrival, RecordsRequest
+from core.documents import links
+from core.errors import InvalidInput, NotFound, Refused
+from core.facts import MaterialsChanged
+from core.ids import parse_uuid
+from core.notifications import service as notifications
+from core.roles import ADMIN, COORDINATOR
+from core.specialty import PhysicalMaterial, Specialty
+
+MAX_MESSAGE_CHARS = 2000
+MAX_ANSWER_CHARS = 2000
+MAX_COUNT = 500
+MAX_IDENTIFIERS_CHARS = 500
+MAX_NOTE_CHARS = 1000
+MAX_COURIER_REF_CHARS = 100
+
+OPEN, ANSWERED, RECEIVED, WITHDRAWN = "open", "answered", "received", "withdrawn"
+PATIENT, PROVIDER = "patient", "provider"
+STATUS_WORDS = {
+    OPEN: "Waiting",
+    ANSWERED: "Answered",
+    RECEIVED: "Received",
+    WITHDRAWN: "Withdrawn",
+}
+
+
+class RequestNotFound(NotFound):
+    """No such open request on this case."""
+
+
+def _staff(user: User) -> None:
+    if user.role not in (COORDINATOR, ADMIN):
+        raise Refused("Only coordinators ask for records and record materials.", status=403)
+
+
+def may_ask(case: Case) -> bool:
+    """Requests are possible from submission until the report."""
+    return case.status in states.BEFORE_REPORT
+
+
+def _today() -> date:
+    return clock.local_date(clock.now(), context.settings().time_zone)
+
+
+# Requests for records -------------------------------------------------------------------------
+
+
+def check_request(
+    values: dict[str, str], specialty: Specialty | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The request form, cleaned: (message, audience, provider_email, material), errors."""
+    errors: dict[str, str] = {}
+    message = (values.get("message") or "").strip()
+    if not message:
+        errors["message"] = "Say what is needed and why; the patient reads this."
+    elif len(message) > MAX_MESSAGE_CHARS:
+        errors["message"] = f"Use at most {MAX_MESSAGE_CHARS} characters."
+    audience = values.get("audience") or PATIENT
+    if audience not in (PATIENT, PROVIDER):
+        errors["audience"] = "Choose who is asked."
+    email = (values.get("provider_email") or "").strip()
+    if audience == PROVIDER:
+        try:
+            email = validate_email(email, check_deliverability=False).normalized
+        except EmailNotValidError:
+            errors["provider_email"] = "Give the doctor's email address, like name@example.com."
+    else:
+        email = ""
+    material = values.get("by_post") or ""
+    known = {item.key for item in specialty.physical_materials} if specialty else set()
+    if material and material not in known:
+        errors["by_post"] = "Choose one of the materials this specialty takes, or none."
+    if material and audience == PROVIDER:
+        errors["by_post"] = "Materials are asked of the patient, who arranges the posting."
+    cleaned = {"message": message, "audience": audience, "provider_email": email}
+    return cleaned | {"material": material}, errors
+
+
+async def ask(
+    case: Case, staff: User, values: dict[str, str], specialty: Specialty | None, *, ip: str | None
+) -> RecordsRequest:
+    """A coordinator asks for more: the case waits, the patient (and, for a provider request,
+    their doctor, with an upload link) is emailed; nothing medical in the emails."""
+    _staff(staff)
+    cleaned, errors = check_request(values, specialty)
+    if errors:
+        raise InvalidInput(errors)
+    if not may_ask(case):
+        raise Refused("Records can be asked for only between submission and the report.")
+    material = cleaned["material"]
+    reason = pauses.MATERIALS if material else cleaned["audience"]
+    async with db.transaction():
+        current = await reception.locked_case(case.id)
+        if current is None or current.status not in states.BEFORE_REPORT:
+            raise Refused("Records can be asked for only between submission and the report.")
+        await pauses.start_waiting(case.id, reason)
+        request = RecordsRequest(
+            uid=uuid.uuid4(),
+            case=case.id,
+            asked_by=staff.id,
+            asked_at=clock.now(),
+            message=cleaned["message"],
+            audience=cleaned["audience"],
+            provider_email=cleaned["provider_email"],
+            material=material,
+            status=OPEN,
+        )
+        token = ""
+        if cleaned["audience"] == PROVIDER:
+            link, token = await links.create_link_for_request(
+                case, staff, note=f"Asked by the hospital for {cleaned['provider_email']}", ip=ip
+            )
+            request.link = link.id
+        await RecordsRequest.insert(request)
+        what = _material_label(specialty, material) if material else ""
+        await note_event(
+            case.id,
+            "records_requested",
+            f"We asked for {what[0].lower() + what[1:]}"
+            if what
+            else (
+                "We asked your doctor to send records"
+                if cleaned["audience"] == PROVIDER
+                else "We asked you for more records"
+            ),
+            staff,
+        )
+        await audit.record_about(
+            "records_request.ask",
+            request,
+            case=case,
+            actor=staff,
+            ip=ip,
+            details={"audience": cleaned["audience"], "material": material},
+        )
+        patient = await User.objects().where(User.id == case.patient).first()
+        settings = context.settings()
+        await notifications.enqueue(
+            to=patient.email,
+            template="records_requested",
+            context={
+                "reference": case.reference,
+                "case_url": reception.case_url(case),
+                "provider": cleaned["audience"] == PROVIDER,
+                "material": bool(material),
+            },
+        )
+        if token:
+            await notifications.enqueue(
+                to=cleaned["provider_email"],
+                template="records_requested_provider",
+                context={
+                    "reference": case.reference,
+                    "upload_url": f"{settings.base_url}/upload/{token}",
+                    "days": links.DAYS_DEFAULT,
+                    "contact_email": settings.contact_email,
+                },
+            )
+    case.waiting_since = case.waiting_since or clock.now()
+    return request
+
+
+def _material_label(specialty: Specialty | None, key: str) -> str:
+    if specialty is None:
+        return key
+    return next((m.label for m in specialty.physical_materials if m.key == key), key)
+
+
+async def _open_request(case: Case, uid: str) -> RecordsRequest:
+    parsed = parse_uuid(uid)
+    if parsed is None:
+        raise RequestNotFound
+    found = (
+        await RecordsRequest.objects()
+        .where(
+            (RecordsRequest.uid == parsed)
+            & (RecordsRequest.case == case.id)
+            & (RecordsRequest.status == OPEN)
+        )
+        .first()
+    )
+    if found is None:
+        raise RequestNotFound
+    return found
+
+
+async def _end(request: RecordsRequest, status: str, by: User, answer: str = "") -> bool:
+    """End one open request (conditional: ending it twice ends it once); the case stops waiting
+    when it was the last. False when it had ended already."""
+    ended = (
+        await RecordsRequest.update(
+            {
+                RecordsRequest.status: status,
+                RecordsRequest.answer: answer,
+                RecordsRequest.closed_at: clock.now(),
+                RecordsRequest.closed_by: by.id,
+            }
+        )
+        .where((RecordsRequest.id == request.id) & (RecordsRequest.status == OPEN))
+        .returning(RecordsRequest.id)
+    )
+    if not ended:
+        return False
+    still_open = await RecordsRequest.exists().where(
+        (RecordsRequest.case == request.case) & (RecordsRequest.status == OPEN)
+    )
+    if not still_open:
+        await pauses.stop_waiting(request.case)
+    return True
+
+
+async def answer(
+    case: Case, patient: User, request_uid: str, text: str, *, ip: str | None
+) -> RecordsRequest:
+    """The patient says they have sent what was asked (with a few words if they like): the
+    request is answered and, when it was the last, the clock runs again."""
+    if case.patient != patient.id:
+        raise CaseNotFound
+    text = text.strip()
+    if len(text) > MAX_ANSWER_CHARS:
+        raise InvalidInput({"answer": f"Use at most {MAX_ANSWER_CHARS} characters."})
+    async with db.transaction():
+        await reception.locked_case(case.id)
+        request = await _open_request(case, request_uid)
+        if request.material:
+            raise Refused("We will tell you when the package arrives; nothing to send here.")
+        if not await _end(request, ANSWERED, patient, text):
+            raise RequestNotFound
+        await note_event(case.id, "records_request_answered", "You told us you sent it", patient)
+        await audit.record_about("records_request.answer", request, case=case, actor=patient, ip=ip)
+    return request
+
+
+async def close(
+    case: Case, staff: User, request_uid: str, outcome: str, *, ip: str | None
+) -> RecordsRequest:
+    """A coordinator ends a request: what was asked came (`received`), or it is no longer
+    needed (`withdrawn`)."""
+    _staff(staff)
+    if outcome not in (RECEIVED, WITHDRAWN):
+        raise InvalidInput({"outcome": "Choose received or withdrawn."})
+    async with db.transaction():
+        await reception.locked_case(case.id)
+        request = await _open_request(case, request_uid)
+        if not await _end(request, outcome, staff):
+            raise RequestNotFound
+        note = "We have what we asked for" if outcome == RECEIVED else "We no longer need it"
+        await note_event(case.id, f"records_request_{outcome}", note, staff)
+        await audit.record_about(
+            f"records_request.{outcome}", request, case=case, actor=staff, ip=ip
+        )
+    return request
+
+
+@dataclass(frozen=True)
+class RequestLine:
+    request: RecordsRequest
+    asked_by: str
+    status_words: str
+    material: str  # the material's label, "" for records
+
+    @property
+    def open(self) -> bool:
+        return self.request.status == OPEN
+
+    @property
+    def answerable(self) -> bool:
+        """The patient may reply "sent" (materials are answered by their arrival)."""
+        return self.open and not self.request.material
+
+
+async def requests_of(case: Case, specialty: Specialty | None) -> list[RequestLine]:
+    """The case's requests, open ones first, then newest first."""
+    rows = (
+        await RecordsRequest.objects()
+        .where(RecordsRequest.case == case.id)
+        .order_by(RecordsRequest.id, ascending=False)
+    )
+    ids = {row.asked_by for row in rows if row.asked_by}
+    names = {
+        row["id"]: row["full_name"]
+        for row in (
+            await User.select(User.id, User.full_name).where(User.id.is_in(list(ids)))
+            if ids
+            else []
+        )
+    }
+    lines = [
+        RequestLine(
+            request=row,
+            asked_by=names.get(row.asked_by, "A coordinator"),
+            status_words=STATUS_WORDS.get(row.status, row.status),
+            material=_material_label(specialty, row.material) if row.material else "",
+        )
+        for row in rows
+    ]
+    return sorted(lines, key=lambda line: not line.open)
+
+
+# Physical materials -------------------------------------------------------------------------
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
+def check_arrival(
+    values: dict[str, str], specialty: Specialty | None, case: Case
+) -> tuple[dict[str, Any], dict[str, str]]:
+    errors: dict[str, str] = {}
+    material = values.get("material") or ""
+    if specialty is None or material not in {m.key for m in specialty.physical_materials}:
+        errors["material"] = "Choose what arrived."
+    count = _int(values.get("count") or "")
+    if count is None or not 1 <= count <= MAX_COUNT:
+        errors["count"] = f"Give how many arrived, from 1 to {MAX_COUNT}."
+    identifiers = " ".join((values.get("identifiers") or "").split())
+    if not identifiers:
+        errors["identifiers"] = "Copy the labels, for example “S24-1234 A1–A3”."
+    elif len(identifiers) > MAX_IDENTIFIERS_CHARS:
+        errors["identifiers"] = f"Use at most {MAX_IDENTIFIERS_CHARS} characters."
+    note = (values.get("note") or "").strip()
+    if len(note) > MAX_NOTE_CHARS:
+        errors["note"] = f"Use at most {MAX_NOTE_CHARS} characters."
+    raw_day = values.get("arrived_on") or ""
+    day = _day(raw_day) if raw_day.strip() else _today()
+    submitted = (
+        clock.local_date(case.submitted_at, context.settings().time_zone)
+        if case.submitted_at
+        else None
+    )
+    if day is None:
+        errors["arrived_on"] = "Give a date, for example 2026-12-07."
+    elif day > _today():
+        errors["arrived_on"] = "The day it arrived cannot be in the future."
+    elif submitted and day < submitted:
+        errors["arrived_on"] = "The day it arrived cannot be before the request was submitted."
+    cleaned = {
+        "material": material,
+        "count": count,
+        "identifiers": identifiers,
+        "note": note,
+        "arrived_on": day,
+    }
+    return cleaned, errors
+
+
+async def _arrived_keys(case_id: int) -> frozenset[str]:
+    rows = await MaterialArrival.select(MaterialArrival.material).where(
+        MaterialArrival.case == case_id
+    )
+    return frozenset(row["material"] for row in rows)
+
+
+async def record_arrival(
+    case: Case, staff: User, values: dict[str, str], specialty: Specialty | None, *, ip: str | None
+) -> MaterialArrival:
+    """A coordinator records a package that arrived (what, how many, the labels): open requests
+    for that material end, and cases hears which materials are in (it may now be received)."""
+    _staff(staff)
+    cleaned, errors = check_arrival(values, specialty, case)
+    if errors:
+        raise InvalidInput(errors)
+    if not may_ask(case):
+        raise Refused("Materials can be recorded only between submission and the report.")
+    async with db.transaction():
+        current = await reception.locked_case(case.id)
+        if current is None or current.status not in states.BEFORE_REPORT:
+            raise Refused("Materials can be recorded only between submission and the report.")
+        arrival = MaterialArrival(
+            uid=uuid.uuid4(),
+            case=case.id,
+            material=cleaned["material"],
+            count=cleaned["count"],
+            identifiers=cleaned["identifiers"],
+            note=cleaned["note"],
+            arrived_at=clock.now(),
+            arrived_on=cleaned["arrived_on"],
+            recorded_by=staff.id,
+        )
+        await MaterialArrival.insert(arrival)
+        label = _material_label(specialty, arrival.material)
+        await note_event(case.id, "material_arrived", f"Arrived by post: {label}", staff)
+        await audit.record_about(
+            "material.arrive",
+            arrival,
+            case=case,
+            actor=staff,
+            ip=ip,
+            details={"material": arrival.material, "count": arrival.count},
+        )
+        waiting_for_it = await RecordsRequest.objects().where(
+            (RecordsRequest.case == case.id)
+            & (RecordsRequest.status == OPEN)
+            & (RecordsRequest.material == arrival.material)
+        )
+        for request in waiting_for_it:
+            await _end(request, RECEIVED, staff)
+        await context.current().events.publish(
+            MaterialsChanged(case.id, await _arrived_keys(case.id))
+        )
+    return arrival
+
+
+def check_return(values: dict[str, str], arrival: MaterialArrival) -> tuple[dict, dict[str, str]]:
+    errors: dict[str, str] = {}
+    raw = values.get("returned_on") or ""
+    day = _day(raw) if raw.strip() else _today()
+    if day is None:
+        errors["returned_on"] = "Give a date, for example 2026-12-07."
+    elif day > _today():
+        errors["returned_on"] = "The day it was sent back cannot be in the future."
+    elif day < arrival.arrived_on:
+        errors["returned_on"] = "It cannot go back before it arrived."
+    courier_ref = " ".join((values.get("courier_ref") or "").split())
+    if not courier_ref:
+        errors["courier_ref"] = "Give the courier's tracking reference."
+    elif len(courier_ref) > MAX_COURIER_REF_CHARS:
+        errors["courier_ref"] = f"Use at most {MAX_COURIER_REF_CHARS} characters."
+    return {"returned_on": day, "courier_ref": courier_ref}, errors
+
+
+async def record_return(
+    case: Case, staff: User, arrival_uid: str, values: dict[str, str], *, ip: str | None
+) -> MaterialArrival:
+    """A coordinator records that a package went back to its sender (date, courier reference).
+    Once only."""
+    _staff(staff)
+    parsed = parse_uuid(arrival_uid)
+    arrival = (
+        await MaterialArrival.objects()
+        .where((MaterialArrival.uid == parsed) & (MaterialArrival.case == case.id))
+        .first()
+        if parsed
+        else None
+    )
+    if arrival is None:
+        raise RequestNotFound
+    cleaned, errors = check_return(values, arrival)
+    if errors:
+        raise InvalidInput(errors)
+    async with db.transaction():
+        done = (
+            await MaterialArrival.update(
+                {
+                    MaterialArrival.returned_on: cleaned["returned_on"],
+                    MaterialArrival.courier_ref: cleaned["courier_ref"],
+                    MaterialArrival.returned_by: staff.id,
+                }
+            )
+            .where((MaterialArrival.id == arrival.id) & MaterialArrival.returned_on.is_null())
+            .returning(MaterialArrival.id)
+        )
+        if not done:
+            raise Refused("Its return is recorded already.")
+        await note_event(case.id, "material_returned", "Materials sent back to the sender", staff)
+        await audit.record_about(
+            "material.return",
+            arrival,
+            case=case,
+            actor=staff,
+            ip=ip,
+            details={"courier_ref": cleaned["courier_ref"]},
+        )
+    arrival.returned_on, arrival.courier_ref = cleaned["returned_on"], cleaned["courier_ref"]
+    return arrival
+
+
+@dataclass(frozen=True)
+class MaterialLine:
+    """One physical material as the case pages show it: whether this case needs it, and the
+    packages that came."""
+
+    item: PhysicalMaterial
+    asked: bool  # applies to this case (its intake answers) or was asked for
+    arrivals: list[MaterialArrival] = field(default_factory=list)
+
+    @property
+    def required(self) -> bool:
+        return self.asked and self.item.required
+
+    @property
+    def arrived(self) -> bool:
+        return bool(self.arrivals)
+
+    @property
+    def words(self) -> str:
+        if self.arrivals:
+            return "Arrived"
+        if self.required:
+            return "Needed before the review can start"
+        return "Asked for; the review can start without it" if self.asked else "Not asked for"
+
+
+@dataclass(frozen=True)
+class Materials:
+    lines: list[MaterialLine]
+    address: list[str]  # where to send them, line by line
+
+    @property
+    def asked(self) -> list[MaterialLine]:
+        return [line for line in self.lines if line.asked or line.arrived]
+
+    @property
+    def awaited(self) -> list[MaterialLine]:
+        return [line for line in self.asked if not line.arrived]
+
+
+async def materials_of(case: Case, specialty: Specialty | None) -> Materials:
+    """The specialty's physical materials for this case, with what arrived (both pages)."""
+    address = list(context.settings().materials_address)
+    if specialty is None or not specialty.physical_materials:
+        return Materials([], address)
+    applying = {item.key for item in reception.materials_asked(case, specialty)}
+    arrivals = (
+        await MaterialArrival.objects()
+        .where(MaterialArrival.case == case.id)
+        .order_by(MaterialArrival.id)
+    )
+    requested = {
+        row["material"]
+        for row in await RecordsRequest.select(RecordsRequest.material).where(
+            (RecordsRequest.case == case.id) & (RecordsRequest.material != "")
+        )
+    }
+    lines = [
+        MaterialLine(
+            item=item,
+            asked=item.key in applying or item.key in requested,
+            arrivals=[a for a in arrivals if a.material == item.key],
+        )
+        for item in specialty.physical_materials
+    ]
+    return Materials(lines, address)
