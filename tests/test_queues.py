@@ -12,7 +12,7 @@ from httpx import AsyncClient
 from core import clock
 from core.cases.tables import Case
 from tests.support import make_person, sign_in
-from tests.test_pagination import counting_queries, link
+from tests.test_pagination import counting_queries, link, walk
 
 _numbers = iter(range(1, 10**6))
 
@@ -86,3 +86,44 @@ async def test_queues_narrow_count_and_keep_their_filters(client: AsyncClient, m
         await client.get("/staff/cases?queue=received&specialty=pathology")
     assert len(sent) == len(narrow), (sent, narrow)
     assert many
+
+
+async def test_the_board_lists_every_open_case_due_soonest_first_a_page_at_a_time(
+    client: AsyncClient, monkeypatch
+) -> None:
+    patient = await make_person("patient", "board-patient@example.com")
+    doctor = await make_person("doctor", "board-doctor@example.com")
+    today = clock.local_date(clock.now(), "Asia/Karachi")
+    states = ["received", "offered", "assigned", "in_review", "awaiting_info"]
+    # Due dates out of order and across states; closed and submitted cases are not on it.
+    cases = [
+        await add(
+            patient,
+            status=states[n % 5],
+            specialty="radiology",
+            due=today + timedelta(days=(n * 7) % 31),
+            doctor=doctor if n % 5 else None,
+        )
+        for n in range(31)
+    ]
+    await add(patient, status="closed", specialty="radiology", due=today - timedelta(days=40))
+    await add(patient, status="submitted", specialty="radiology", due=None)
+    await sign_in(client, await make_person("coordinator", "board-coordinator@example.com"))
+    expected = [c.reference for c in sorted(cases, key=lambda c: (c.due_on, c.id))]
+
+    pages, _ = await walk(client, "/staff/cases?queue=open")
+    assert [ref for page in pages for ref in page] == expected
+    assert len(pages) == 2  # 25 a page
+    first = (await client.get("/staff/cases?queue=open")).text
+    assert "All open, by due date (31)" in first
+    assert "Accepted by a doctor: <strong>6</strong>" in first  # per state, on the board
+    assert "In review" in first  # each line says its state
+
+    # The doctor filter narrows it; the query count does not depend on the filter or the page.
+    narrowed, _ = await walk(client, f"/staff/cases?queue=open&doctor={doctor.user.uid}")
+    assert len([ref for page in narrowed for ref in page]) == 24
+    with counting_queries(monkeypatch) as wide:
+        await client.get("/staff/cases?queue=open")
+    with counting_queries(monkeypatch) as narrow:
+        await client.get(f"/staff/cases?queue=open&doctor={doctor.user.uid}")
+    assert len(wide) == len(narrow), (wide, narrow)

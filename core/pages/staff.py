@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -18,9 +18,10 @@ from litestar.response import Redirect, Template
 
 from core.accounts import service as accounts
 from core.assignment import service as assignment
-from core.cases import reception, states
+from core.cases import pauses, reception, states
 from core.cases import service as cases
 from core.cases.tables import Case
+from core.completeness import service as completeness
 from core.errors import InvalidInput, Refused
 from core.pages.common import records_page
 from core.payments import service as payments
@@ -33,13 +34,16 @@ STAFF = (COORDINATOR, ADMIN)
 QUEUES = {
     "received": ("To assign", states.RECEIVED, "Received longest ago first."),
     "offered": ("Offered, not accepted yet", states.OFFERED, "Received longest ago first."),
+    # Every case on the clock, whatever its state: the board.
+    "open": ("All open, by due date", states.ON_THE_CLOCK, "Due soonest first."),
     "waiting": ("Waiting for payment or records", states.SUBMITTED, "Submitted longest ago first."),
     "declined": ("Declined", states.DECLINED, "Declined most recently first."),
     # Any state: a payment's refund is due.
     "refunds": ("Refunds to pay back", None, "Submitted longest ago first."),
 }
-# A queue's cursor: the case's time in the queue's order and its id (core.cases.service).
+# A queue's cursor: the case's time (or due day) in the queue's order and its id.
 CASE_CURSOR = (datetime, int)
+BOARD_CURSOR = (date, int)
 
 
 async def queue_page(
@@ -48,12 +52,16 @@ async def queue_page(
     """One page of the queue `name` (a key of QUEUES), as the query string `params` asks,
     narrowed by `filters` (state queues only)."""
     status = QUEUES[name][1]
+    kinds = CASE_CURSOR
     if status is None:
         fetch, order = payments.cases_with_refunds_due, cases.REFUND_QUEUE
     else:
         fetch = functools.partial(cases.cases_in, status, filters=filters)
-        order = cases.QUEUE_ORDERS[status]
-    return await paginate(fetch, page_request(params, CASE_CURSOR), order.key)
+        if isinstance(status, tuple):
+            order, kinds = cases.BOARD_ORDER, BOARD_CURSOR
+        else:
+            order = cases.QUEUE_ORDERS[status]
+    return await paginate(fetch, page_request(params, kinds), order.key)
 
 
 DUE_FILTERS = {"at_risk": "At risk", "overdue": "Overdue"}
@@ -94,13 +102,22 @@ class StaffCaseController(Controller):
             name = "received"
         filters, kept, doctors = await _filters(request)
         found = await queue_page(name, request.query_params, filters)
-        states_shown = [status for _, status, _ in QUEUES.values() if status is not None]
+        counts = await cases.counts_in(
+            [*states.ON_THE_CLOCK, states.SUBMITTED, states.DECLINED], filters
+        )
         return page(
             request,
             "staff/queue.html",
             cases=found.rows,
             **found.links("/staff/cases", {"queue": name, **kept}),
-            counts=await cases.counts_in(states_shown, filters),
+            counts=counts,
+            tab_counts={
+                key: sum(counts[s] for s in status) if isinstance(status, tuple) else counts[status]
+                for key, (_, status, _) in QUEUES.items()
+                if status is not None
+            },
+            board=states.ON_THE_CLOCK,
+            status_labels=states.STAFF_STATUS,
             filters=kept,
             filtered=any(kept.values()),
             doctors=doctors,
@@ -130,6 +147,10 @@ class StaffCaseController(Controller):
             answers=cases.answers_of(case),
             questions=cases.questions_of(case),
             can_decline=case.status in states.TRANSITIONS["decline"].sources,
+            requests=await completeness.requests_of(case, specialty),
+            materials=await completeness.materials_of(case, specialty),
+            can_ask=completeness.may_ask(case),
+            clock=await pauses.clock_of(case),
             values=extra.pop("values", {}),
             errors=extra.pop("errors", {}),
             **extra,
@@ -150,7 +171,9 @@ class StaffCaseController(Controller):
         except InvalidInput as invalid:
             return await self._page(request, case, 400, values=values, errors=invalid.errors)
         except Refused as refused:
-            return await self._page(request, case, 409, values=values, problem=refused.message)
+            return await self._page(
+                request, case, refused.status, values=values, problem=refused.message
+            )
         return redirect(f"/staff/cases/{case.uid}", done)
 
     @post("/{uid:str}/payments")
@@ -217,6 +240,60 @@ class StaffCaseController(Controller):
             "refund-recorded",
             lambda case, values: payments.mark_refunded_by_hand(
                 case, payment, request.user, values.get("refund_reference", ""), ip=ip
+            ),
+        )
+
+    @post("/{uid:str}/requests")
+    async def ask(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        ip = client_ip(request)
+        plugins = request.app.state.plugins
+        return await self._act(
+            request,
+            uid,
+            "records-requested",
+            lambda case, values: completeness.ask(
+                case, request.user, values, plugins.specialty(case.specialty), ip=ip
+            ),
+        )
+
+    @post("/{uid:str}/requests/{ask:str}/close")
+    async def close_request(
+        self, request: Request, uid: FromPath[str], ask: FromPath[str]
+    ) -> Template | Redirect:
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "request-closed",
+            lambda case, values: completeness.close(
+                case, request.user, ask, values.get("outcome", ""), ip=ip
+            ),
+        )
+
+    @post("/{uid:str}/materials")
+    async def material_arrived(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        ip = client_ip(request)
+        plugins = request.app.state.plugins
+        return await self._act(
+            request,
+            uid,
+            "material-recorded",
+            lambda case, values: completeness.record_arrival(
+                case, request.user, values, plugins.specialty(case.specialty), ip=ip
+            ),
+        )
+
+    @post("/{uid:str}/materials/{arrival:str}/returned")
+    async def material_returned(
+        self, request: Request, uid: FromPath[str], arrival: FromPath[str]
+    ) -> Template | Redirect:
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "material-returned",
+            lambda case, values: completeness.record_return(
+                case, request.user, arrival, values, ip=ip
             ),
         )
 
