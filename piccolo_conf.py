@@ -20,5 +20,6 @@ APP_REGISTRY = AppRegistry(
         "core.payments.piccolo_app",
         "core.assignment.piccolo_app",
         "core.completeness.piccolo_app",
+        "core.schedule.piccolo_app",
     ]
 )

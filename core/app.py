@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from core.error_pages import exception_handlers, render_error
 from core.events import Events
 from core.keys import derive_key
 from core.plugins import PluginHost
+from core.schedule.service import Periodic
 from core.security import CurrentUserMiddleware, security_headers, session_config
 from core.settings import Settings, load_settings
 from core.static_files import static_files_router
@@ -44,6 +46,37 @@ STATIC = ROOT / "static"
 
 # Paths whose POSTs count against the per-IP limit on sign-in, registration and resets.
 THROTTLED_PATHS = ("/login", "/register", "/reset")
+
+
+def periodic_jobs(records: Any) -> list[Periodic]:
+    """The app's timed work (core/schedule/service.py), each run once across every process."""
+    from core.documents import resumable
+
+    async def purge_abandoned_uploads() -> int:
+        return await resumable.purge_expired(records)
+
+    async def expire_offers() -> int:
+        total = 0
+        while (lapsed := await assignment.expire_offers(50)) > 0:
+            total += lapsed
+            if lapsed < 50:
+                break
+        return total
+
+    return [
+        Periodic(
+            "expire_offers",
+            timedelta(minutes=1),
+            expire_offers,
+            "Offers not answered in time move on to the next doctor.",
+        ),
+        Periodic(
+            "purge_abandoned_uploads",
+            timedelta(hours=1),
+            purge_abandoned_uploads,
+            "Uploads left unfinished past their time are deleted, with their parts.",
+        ),
+    ]
 
 
 def _stores(settings: Settings) -> dict[str, Store]:
@@ -140,6 +173,7 @@ def create_app(settings: Settings | None = None, plugins: PluginHost | None = No
     from core.notifications.worker import OutboxWorker
     from core.pages import ROUTES as PAGE_ROUTES
     from core.payments.routes import ROUTES as PAYMENT_ROUTES
+    from core.schedule.service import Scheduler
 
     settings = settings or load_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -147,10 +181,10 @@ def create_app(settings: Settings | None = None, plugins: PluginHost | None = No
     passwords.configure_concurrency(settings.password_hash_concurrency)
     app_context = build_context(settings, plugins)
     plugins, records = app_context.plugins, app_context.records
-    # Reset requests are resolved off the request: its timing must not reveal an account.
-    # Offers not answered in time move on to the next doctor (issue 14 gives timed work its
-    # own schedule; until then the outbox worker's poll runs it).
-    worker = OutboxWorker(settings, jobs=[accounts.send_password_resets, assignment.expire_offers])
+    # Reset requests are resolved off the request, at once: its timing must not reveal an
+    # account. Timed work runs on the schedule, once across every app process.
+    scheduler = Scheduler(periodic_jobs(records))
+    worker = OutboxWorker(settings, jobs=[accounts.send_password_resets], scheduler=scheduler)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -232,6 +266,7 @@ def create_app(settings: Settings | None = None, plugins: PluginHost | None = No
     app.state.settings = settings
     app.state.plugins = plugins
     app.state.outbox = worker
+    app.state.scheduler = scheduler
     app.state.records = records
     logging.getLogger("consilium").debug("app created")
     return app

@@ -110,6 +110,7 @@ NOTICES: dict[str, tuple[str, str]] = {
     ),
     "material-recorded": ("success", "The arrival is recorded."),
     "material-returned": ("success", "The return is recorded."),
+    "job-queued": ("success", "The job runs within a few seconds; reload to see how it went."),
     "fee-saved": ("success", "The fee schedule is saved. It applies to cases submitted from now."),
 }
 # Notices about one part of a page are shown at the top of that part (the section with this id),

@@ -107,6 +107,8 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/admin/staff/{uid:str}/reviewing"): only("admin", 400, anonymous=401),
     ("POST", "/admin/staff/{uid:str}/away"): only("admin", 400, anonymous=401),
     ("POST", "/admin/staff/{uid:str}/away/{away:str}/remove"): only("admin", 404, anonymous=401),
+    ("GET", "/admin/jobs"): only("admin"),
+    ("POST", "/admin/jobs/{name:str}/run"): only("admin", 303, anonymous=401),
     ("GET", "/admin/plugins"): only("admin"),
     ("GET", "/admin/audit"): only("admin"),
     ("GET", "/requests/new"): {**only("patient"), "other_patient": 200},
@@ -317,6 +319,7 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("{away:str}", "00000000-0000-4000-8000-000000000000")
         .replace("{step:str}", "subject")
         .replace("{ask:str}", ids["ask"])
+        .replace("{name:str}", "purge_abandoned_uploads")
         .replace("{arrival:str}", ids["arrival"])
         .replace("{uid:str}", ids["staff"])
     )

@@ -17,6 +17,7 @@ from core.accounts.tables import User
 from core.assignment import service as assignment
 from core.errors import InvalidInput, NotFound
 from core.roles import ADMIN, DOCTOR, STAFF_ROLES
+from core.schedule import service as schedule
 from core.security import role_guard
 from core.specialty import Specialty
 from core.web import client_ip, form_data, page, redirect
@@ -235,4 +236,23 @@ async def plugins_page(request: Request) -> Template:
     return page(request, "admin/plugins.html", plugins=host.plugins, specialties=host.specialties())
 
 
-ROUTES = [StaffController, plugins_page]
+@get("/admin/jobs", guards=[role_guard(ADMIN)])
+async def jobs_page(request: Request) -> Template:
+    """The periodic jobs (core/schedule): when each last ran, how it went, when it runs next."""
+    return page(
+        request, "admin/jobs.html", jobs=await schedule.jobs_of(request.app.state.scheduler)
+    )
+
+
+@post("/admin/jobs/{name:str}/run", guards=[role_guard(ADMIN)])
+async def run_job(request: Request, name: FromPath[str]) -> Redirect:
+    """Run a job now (on the worker's next pass, which this wakes)."""
+    try:
+        await schedule.run_soon(request.app.state.scheduler, name)
+    except NotFound:
+        raise NotFoundException() from None
+    request.app.state.outbox.wake()
+    return redirect("/admin/jobs", "job-queued")
+
+
+ROUTES = [StaffController, plugins_page, jobs_page, run_job]

@@ -1,5 +1,7 @@
 """The in-process outbox worker: `deliver_due` every `outbox_poll_seconds`, or when woken.
 
+Each pass first runs the periodic jobs that are due (core/schedule/service.py).
+
 Before sending it runs its `jobs`: work taken off a request so that the request's answer (and
 its timing) stays the same whatever the job finds, e.g. resolving password reset requests.
 
@@ -14,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from core.notifications import service
+from core.schedule.service import Scheduler
 from core.settings import Settings
 
 log = logging.getLogger("consilium.notifications")
@@ -27,9 +30,12 @@ Job = Callable[[int], Awaitable[int]]
 
 
 class OutboxWorker:
-    def __init__(self, settings: Settings, jobs: Sequence[Job] = ()) -> None:
+    def __init__(
+        self, settings: Settings, jobs: Sequence[Job] = (), scheduler: Scheduler | None = None
+    ) -> None:
         self._settings = settings
         self._jobs = tuple(jobs)
+        self._scheduler = scheduler
         self._worker_id = service.new_worker_id()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,8 +102,13 @@ class OutboxWorker:
                 await self._sleep(self._settings.outbox_poll_seconds)
 
     async def _drain(self) -> None:
-        """Run the jobs, then send until a pass finds less than a full batch; never let an
-        error end the loop (or a failing job stop the mail)."""
+        """Run the periodic jobs that are due and the jobs, then send until a pass finds less
+        than a full batch; never let an error end the loop (or a failing job stop the mail)."""
+        if self._scheduler is not None:
+            try:
+                await self._scheduler.run_due()
+            except Exception as exc:
+                log.error("schedule pass failed: %s", type(exc).__name__)
         for job in self._jobs:
             try:
                 while await job(BATCH) >= BATCH:
