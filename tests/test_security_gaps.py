@@ -313,6 +313,9 @@ ALLOWED_EMAIL_VALUES = {
     "material": True,
     "upload_url": "https://so.example.org/upload/token",
     "days": 14,
+    # Why staff are told of a case, or why a date moved: the services' own fixed sentences.
+    "why": "The doctor offered it declined.",
+    "moved_on": True,
 }
 # test_message.txt is the outbox's own test email (tests/test_notifications.py), sent to no patient.
 EXTRA_VALUES = {"test_message.txt": {"name": "outbox test"}}

@@ -34,6 +34,7 @@ from piccolo.query.functions.aggregate import Count
 from core import clock, context, db
 from core.accounts import doctors as doctor_settings
 from core.accounts.tables import DoctorAway, DoctorProfile, DoctorSpecialty, User
+from core.assignment import messages
 from core.assignment.tables import Offer
 from core.audit import service as audit
 from core.cases import service as cases
@@ -275,6 +276,7 @@ async def _make_offer(
     )
     await Offer.insert(made)
     await cases.set_doctor(case, doctor.id)
+    await messages.offered(case, doctor, made.respond_by)
     await audit.record_about(
         "case.offered", case, case=case, actor=actor, ip=ip, details={"doctor": str(doctor.uid)}
     )
@@ -304,8 +306,10 @@ async def on_case_received(fact: CaseReceived) -> None:
         needs = plugins.suggest_subspecialty(specialty, cases.answers_of(case).values, age) or ""
         if needs:
             await cases.set_subspecialty(case, needs)
-    if context.settings().assignment_mode == "automatic":
-        await route(case)
+    if context.settings().assignment_mode != "automatic":
+        await messages.to_coordinators(case, messages.COORDINATORS_CHOOSE, moved_on=False)
+    elif await route(case) is None:
+        await messages.to_coordinators(case, messages.NEEDS_A_DOCTOR, moved_on=False)
 
 
 def subscribe(events: Events) -> None:
@@ -407,6 +411,7 @@ async def accept(case: Case, doctor: User, *, no_conflict: bool, ip: str | None)
             {Offer.status: ACCEPTED, Offer.answered_at: now, Offer.no_conflict_at: now}
         ).where(Offer.id == offer.id)
         offer.status = ACCEPTED
+        await messages.accepted(case)
         return offer
 
 
@@ -420,7 +425,9 @@ async def decline(case: Case, doctor: User, reason: str, *, ip: str | None) -> O
         await _end(offer, DECLINED, reason, answered=True)
         await cases.transition(case, "decline_offer", doctor, ip=ip)
         await cases.set_doctor(case, None)
-        return await route(case, ip=ip)
+        following = await route(case, ip=ip)
+        await messages.to_coordinators(case, messages.DECLINED, moved_on=following is not None)
+        return following
 
 
 async def hand_back(case: Case, doctor: User, reason: str, *, ip: str | None) -> None:
@@ -432,6 +439,7 @@ async def hand_back(case: Case, doctor: User, reason: str, *, ip: str | None) ->
         await _end(offer, HANDED_BACK, reason)
         await cases.transition(case, "hand_back", doctor, ip=ip)
         await cases.set_doctor(case, None)
+        await messages.to_coordinators(case, messages.HANDED_BACK, moved_on=False)
 
 
 async def expire_offers(limit: int = 50) -> int:
@@ -455,7 +463,8 @@ async def expire_offers(limit: int = 50) -> int:
             await _end(current, EXPIRED)
             await cases.transition(case, "offer_expired", None, ip=None)
             await cases.set_doctor(case, None)
-            await route(case)
+            following = await route(case)
+            await messages.to_coordinators(case, messages.LAPSED, moved_on=following is not None)
             lapsed += 1
     return lapsed
 

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from core import clock, context
+from core.accounts.tables import User
 from core.cases import turnaround
-from core.cases.reception import locked_case
+from core.cases.reception import case_url, locked_case
 from core.cases.service import note_event
 from core.cases.tables import Case, CasePause
+from core.notifications import service as notifications
 
 PATIENT, PROVIDER, MATERIALS = "patient", "provider", "materials"
 # Why the clock stood still, in the patient's words.
@@ -80,6 +82,17 @@ async def stop_waiting(case_id: int) -> int:
         )
     if days and due is not None:
         word = "day" if days == 1 else "days"
+        patient = await User.select(User.email).where(User.id == case.patient).first()
+        await notifications.enqueue(
+            to=patient["email"],
+            template="due_moved",
+            context={
+                "reference": case.reference,
+                "due": due.strftime("%A %-d %B %Y"),
+                "why": REASON_WORDS.get(pause.reason if pause else "", "waiting"),
+                "case_url": case_url(case),
+            },
+        )
         await note_event(
             case_id,
             "clock_moved",
