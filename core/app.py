@@ -50,6 +50,7 @@ THROTTLED_PATHS = ("/login", "/register", "/reset")
 
 def periodic_jobs(records: Any) -> list[Periodic]:
     """The app's timed work (core/schedule/service.py), each run once across every process."""
+    from core.cases import escalation
     from core.documents import resumable
 
     async def purge_abandoned_uploads() -> int:
@@ -69,6 +70,13 @@ def periodic_jobs(records: Any) -> list[Periodic]:
             timedelta(minutes=1),
             expire_offers,
             "Offers not answered in time move on to the next doctor.",
+        ),
+        Periodic(
+            "turnaround_alerts",
+            timedelta(minutes=15),
+            escalation.run,
+            "Cases at risk alert the coordinators; overdue ones the coordinators, the department "
+            "lead and the patient (a later date). Once for each due date.",
         ),
         Periodic(
             "purge_abandoned_uploads",

@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     turnaround_working_days: int = Field(
         5, ge=1, description="Promised turnaround in working days, counted from `received`."
     )
+    overdue_extension_working_days: int = Field(
+        2,
+        ge=1,
+        le=20,
+        description="When a report is overdue, the patient is told to expect it this many "
+        "working days later (once), and the coordinators and the department lead are alerted.",
+    )
     offer_response_working_days: int = Field(
         1,
         ge=1,

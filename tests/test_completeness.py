@@ -13,7 +13,6 @@ import holidays
 import pytest
 
 from core import clock
-from core.accounts.tables import User
 from core.assignment import service as assignment
 from core.cases import pauses, reception
 from core.cases import service as cases
@@ -310,4 +309,3 @@ async def test_a_closed_case_takes_no_requests_and_no_materials(running_app) -> 
     arrived = {"material": "slides", "count": "1", "identifiers": "A1"}
     with pytest.raises(Refused, match="between submission and the report"):
         await completeness.record_arrival(case, coordinator.user, arrived, CHECKUP, ip=None)
-    assert not await User.exists().where(User.id == -1)

@@ -43,6 +43,7 @@ class SpecialtyCover:
 
     specialty: Specialty
     covered: frozenset[str]
+    lead: bool = False  # the department lead (admins set it)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class DoctorSettings:
     away: list[DoctorAway]
 
 
+async def leads_of(specialty: str) -> list[User]:
+    """The active department leads of a specialty (told of its overdue cases)."""
+    leads = DoctorSpecialty.select(DoctorSpecialty.doctor).where(
+        (DoctorSpecialty.specialty == specialty) & DoctorSpecialty.lead.eq(True)
+    )
+    return await User.objects().where(User.id.is_in(leads) & User.is_active.eq(True))
+
+
 async def settings_of(doctor: User, specialty: dict[str, Specialty | None]) -> DoctorSettings:
     """`specialty`: slug → the installed specialty (None when its plugin is gone)."""
     # No row yet: the table's defaults (what routing assumes too).
@@ -66,7 +75,9 @@ async def settings_of(doctor: User, specialty: dict[str, Specialty | None]) -> D
     for link in links:
         found = specialty.get(link.specialty)
         if found is not None:
-            covers.append(SpecialtyCover(found, subspecialties_of(link.subspecialties)))
+            covers.append(
+                SpecialtyCover(found, subspecialties_of(link.subspecialties), bool(link.lead))
+            )
     away = (
         await DoctorAway.objects()
         .where(DoctorAway.doctor == doctor.id)
@@ -120,9 +131,12 @@ async def save_settings(
                 continue  # a specialty whose plugin is gone: keep what was there
             declared = {choice.value for choice in found.subspecialties}
             chosen = [v for v in values.get(f"sub_{link.specialty}", []) if v in declared]
-            await DoctorSpecialty.update(
-                {DoctorSpecialty.subspecialties: json.dumps(sorted(set(chosen)))}
-            ).where(DoctorSpecialty.id == link.id)
+            changes: dict[Any, Any] = {
+                DoctorSpecialty.subspecialties: json.dumps(sorted(set(chosen)))
+            }
+            if by.role == ADMIN:  # only admins name a department's lead
+                changes[DoctorSpecialty.lead] = link.specialty in values.get("lead", [])
+            await DoctorSpecialty.update(changes).where(DoctorSpecialty.id == link.id)
         fields = {
             DoctorProfile.title: one.get("title", ""),
             DoctorProfile.registration_number: one.get("registration_number", ""),

@@ -40,6 +40,8 @@ class DoctorSpecialty(Table, tablename="account_doctor_specialty"):
     specialty = Varchar(length=64, index=True)  # a specialty plugin's slug
     # Values of the specialty's declared `subspecialties` this doctor covers.
     subspecialties = JSON(default="[]")
+    # The department lead: told when a case of the specialty is overdue (set by admins).
+    lead = Boolean(default=False)
 
 
 class DoctorProfile(Table, tablename="account_doctor_profile"):

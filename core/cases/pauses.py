@@ -16,7 +16,7 @@ from datetime import date, datetime
 
 from core import clock, context
 from core.accounts.tables import User
-from core.cases import turnaround
+from core.cases import states, turnaround
 from core.cases.reception import case_url, locked_case
 from core.cases.service import note_event
 from core.cases.tables import Case, CasePause
@@ -121,6 +121,7 @@ class ClockView:
     first_due: date | None  # as set on receipt
     paused: PauseLine | None  # the pause going on now
     moves: list[PauseLine]  # ended pauses that moved the due date
+    late: date | None = None  # overdue: the later date the patient was told to expect
 
     @property
     def moved(self) -> bool:
@@ -136,6 +137,12 @@ async def clock_of(case: Case) -> ClockView:
         if case.waiting_since is not None
         else None,
         moves=[line for line in lines if line.ended is not None and line.days_moved],
+        late=case.late_expected_on
+        if case.late_expected_on
+        and case.due_on
+        and case.late_expected_on > case.due_on
+        and case.status in states.ON_THE_CLOCK
+        else None,
     )
 
 

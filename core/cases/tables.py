@@ -56,6 +56,12 @@ class Case(Table, tablename="case_case"):
     # Since when the case waits for the patient (or their doctor, or materials asked after
     # submission): the clock is paused (CasePause) and records may be added in any open state.
     waiting_since = Timestamptz(null=True, default=None)
+    # The turnaround alerts (core/cases/escalation.py), each sent once for a due date: the due
+    # date the "at risk" and "overdue" alerts were sent for (a new due date may alert again),
+    # and the later date the patient was told to expect their overdue report by.
+    at_risk_alerted_for = Date(null=True, default=None)
+    overdue_alerted_for = Date(null=True, default=None)
+    late_expected_on = Date(null=True, default=None)
     decline_reason = Text(default="")  # the coordinator's words, shown to the patient
 
 

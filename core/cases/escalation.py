@@ -1,0 +1,145 @@
+"""The turnaround's escalation ladder, run as a periodic job (core/schedule):
+
+- **At risk** (one working day or less left, core/cases/turnaround.py): the coordinators are
+  emailed, once for that due date.
+- **Overdue** (the day after the due day): the coordinators and the specialty's department
+  lead(s) are emailed, and the patient is told, with an apology, the later date to expect the
+  report by (`CONSILIUM_OVERDUE_EXTENSION_WORKING_DAYS` working days on), once for that due
+  date.
+
+"Once" is a conditional UPDATE on the case (the due date the alert was sent for), in the same
+transaction as the emails it queues: two runs, or two processes, cannot both send it. A pause
+that moves the due date lets the ladder start again for the new date. A case that waits (its
+clock paused) is never at risk or overdue.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from core import clock, context, db
+from core.accounts.doctors import leads_of
+from core.accounts.tables import User
+from core.cases import states, turnaround
+from core.cases.reception import case_url
+from core.cases.tables import Case
+from core.notifications import service as notifications
+from core.roles import COORDINATOR
+
+BATCH = 100
+
+
+def _today() -> date:
+    return clock.local_date(clock.now(), context.settings().time_zone)
+
+
+def _on_the_clock() -> object:
+    return Case.status.is_in(list(states.ON_THE_CLOCK)) & Case.waiting_since.is_null()
+
+
+async def _coordinators() -> list[str]:
+    rows = await User.select(User.email).where((User.role == COORDINATOR) & User.is_active.eq(True))
+    return [row["email"] for row in rows]
+
+
+def _staff_link(case: Case) -> str:
+    return f"{context.settings().base_url}/staff/cases/{case.uid}"
+
+
+async def alert_at_risk() -> int:
+    """Email the coordinators about each case newly at risk; how many cases."""
+    settings = context.settings()
+    today = _today()
+    last = turnaround.add_working_days(
+        today, 1, country=settings.holiday_country, weekend=settings.weekend_days
+    )
+    not_yet = Case.at_risk_alerted_for.is_null() | (Case.at_risk_alerted_for != Case.due_on)
+    due = await (
+        Case.objects()
+        .where(_on_the_clock() & (Case.due_on >= today) & (Case.due_on <= last) & not_yet)
+        .order_by(Case.due_on)
+        .limit(BATCH)
+    )
+    sent = 0
+    for case in due:
+        async with db.transaction():
+            claimed = (
+                await Case.update({Case.at_risk_alerted_for: Case.due_on})
+                .where((Case.id == case.id) & _on_the_clock() & not_yet)
+                .returning(Case.id)
+            )
+            if not claimed:
+                continue
+            for email in await _coordinators():
+                await notifications.enqueue(
+                    to=email,
+                    template="case_at_risk",
+                    context={
+                        "reference": case.reference,
+                        "due": case.due_on.strftime("%A %-d %B %Y"),
+                        "link": _staff_link(case),
+                    },
+                )
+            sent += 1
+    return sent
+
+
+async def alert_overdue() -> int:
+    """Email the coordinators and the department leads about each case newly overdue, and tell
+    its patient the later date to expect the report by; how many cases."""
+    settings = context.settings()
+    today = _today()
+    not_yet = Case.overdue_alerted_for.is_null() | (Case.overdue_alerted_for != Case.due_on)
+    due = await (
+        Case.objects()
+        .where(_on_the_clock() & (Case.due_on < today) & not_yet)
+        .order_by(Case.due_on)
+        .limit(BATCH)
+    )
+    sent = 0
+    for case in due:
+        expected = turnaround.add_working_days(
+            today,
+            settings.overdue_extension_working_days,
+            country=settings.holiday_country,
+            weekend=settings.weekend_days,
+        )
+        async with db.transaction():
+            claimed = (
+                await Case.update(
+                    {Case.overdue_alerted_for: Case.due_on, Case.late_expected_on: expected}
+                )
+                .where((Case.id == case.id) & _on_the_clock() & not_yet)
+                .returning(Case.id)
+            )
+            if not claimed:
+                continue
+            staff = await _coordinators() + [lead.email for lead in await leads_of(case.specialty)]
+            for email in dict.fromkeys(staff):  # one message each, even if a lead coordinates
+                await notifications.enqueue(
+                    to=email,
+                    template="case_overdue",
+                    context={
+                        "reference": case.reference,
+                        "due": case.due_on.strftime("%A %-d %B %Y"),
+                        "link": _staff_link(case),
+                    },
+                )
+            patient = await User.select(User.email).where(User.id == case.patient).first()
+            await notifications.enqueue(
+                to=patient["email"],
+                template="report_late",
+                context={
+                    "reference": case.reference,
+                    "due": expected.strftime("%A %-d %B %Y"),
+                    "case_url": case_url(case),
+                    "contact_email": settings.contact_email,
+                },
+            )
+            sent += 1
+    return sent
+
+
+async def run() -> int:
+    """The periodic job: overdue first (the more urgent), then at risk."""
+    return await alert_overdue() + await alert_at_risk()
