@@ -52,6 +52,7 @@ def periodic_jobs(records: Any) -> list[Periodic]:
     """The app's timed work (core/schedule/service.py), each run once across every process."""
     from core.cases import escalation
     from core.documents import resumable
+    from core.pages import attention
 
     async def purge_abandoned_uploads() -> int:
         return await resumable.purge_expired(records)
@@ -77,6 +78,12 @@ def periodic_jobs(records: Any) -> list[Periodic]:
             escalation.run,
             "Cases at risk alert the coordinators; overdue ones the coordinators, the department "
             "lead and the patient (a later date). Once for each due date.",
+        ),
+        Periodic(
+            "digests",
+            timedelta(minutes=5),
+            attention.send_digests,
+            "Each staff member's daily digest of what needs them, at their hour.",
         ),
         Periodic(
             "purge_abandoned_uploads",

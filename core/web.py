@@ -110,6 +110,7 @@ NOTICES: dict[str, tuple[str, str]] = {
     ),
     "material-recorded": ("success", "The arrival is recorded."),
     "material-returned": ("success", "The return is recorded."),
+    "messages-saved": ("success", "Your message settings are saved."),
     "job-queued": ("success", "The job runs within a few seconds; reload to see how it went."),
     "fee-saved": ("success", "The fee schedule is saved. It applies to cases submitted from now."),
 }

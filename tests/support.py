@@ -125,7 +125,7 @@ async def read_mail(settings: Settings) -> list[email.message.EmailMessage]:
     """
     while await accounts.send_password_resets():
         pass
-    for _ in range(300):  # up to 15 s: a loaded machine's worker may take seconds to send one
+    for _ in range(100):
         await notifications.deliver_due(settings)
         if not await OutboxMessage.exists().where(OutboxMessage.status == PENDING):
             break

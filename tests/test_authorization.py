@@ -107,6 +107,25 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/admin/staff/{uid:str}/reviewing"): only("admin", 400, anonymous=401),
     ("POST", "/admin/staff/{uid:str}/away"): only("admin", 400, anonymous=401),
     ("POST", "/admin/staff/{uid:str}/away/{away:str}/remove"): only("admin", 404, anonymous=401),
+    # What needs a staff member, and their message settings (an empty form lacks the hour).
+    ("GET", "/attention"): {
+        **only("coordinator"),
+        "doctor": 200,
+        "assigned_doctor": 200,
+        "admin": 200,
+    },
+    ("GET", "/account/messages"): {
+        **only("coordinator"),
+        "doctor": 200,
+        "assigned_doctor": 200,
+        "admin": 200,
+    },
+    ("POST", "/account/messages"): {
+        **only("coordinator", 400, anonymous=401),
+        "doctor": 400,
+        "assigned_doctor": 400,
+        "admin": 400,
+    },
     ("GET", "/admin/jobs"): only("admin"),
     ("POST", "/admin/jobs/{name:str}/run"): only("admin", 303, anonymous=401),
     ("GET", "/admin/plugins"): only("admin"),

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.accounts import doctors
+from core.accounts import doctors, preferences
 from core.cases import escalation
 from core.cases import service as cases
 from core.completeness import service as completeness
@@ -43,6 +43,11 @@ async def test_at_risk_then_overdue_each_alert_once(running_app, settings, monke
     running_app.state.scheduler.jobs.pop("turnaround_alerts")
     time = Frozen(monkeypatch, at("2026-12-07"))  # Monday: due Monday 14 December
     coordinator = await make_person("coordinator", "coord@example.com")
+    digest_only = await make_person("coordinator", "digest@example.com")
+    await preferences.save(
+        digest_only.user,
+        {"digest_hour": ["8"], "digest_only": [preferences.AT_RISK, preferences.OVERDUE]},
+    )
     admin = await make_person("admin", "admin@example.com")
     lead = await checkup_doctor("lead@example.com", max_active=0)  # takes no cases
     other = await checkup_doctor("not-lead@example.com", max_active=0)
@@ -77,6 +82,7 @@ async def test_at_risk_then_overdue_each_alert_once(running_app, settings, monke
     assert Counter(subjects(mail, coordinator.email))[overdue] == 1
     assert subjects(mail, lead.email) == [overdue]
     assert subjects(mail, other.email) == []  # not the lead
+    assert subjects(mail, digest_only.email) == []  # they read it in their daily digest
     late = [m for m in mail if m["To"] == patient.email and "is late" in m["Subject"]]
     assert len(late) == 1
     assert "Thursday 17 December 2026" in late[0].get_content()  # two working days on

@@ -150,7 +150,12 @@ async def test_a_dead_process_lease_expires_and_its_late_record_is_ignored(
 
 async def test_an_admin_runs_a_job_now(running_app, client) -> None:
     scheduler = running_app.state.scheduler
-    assert set(scheduler.jobs) == {"expire_offers", "purge_abandoned_uploads", "turnaround_alerts"}
+    assert set(scheduler.jobs) == {
+        "expire_offers",
+        "purge_abandoned_uploads",
+        "turnaround_alerts",
+        "digests",
+    }
     await scheduler.ensure_rows()
     later = clock.now() + HOUR
     await ScheduledJob.update({ScheduledJob.next_run_at: later}).where(

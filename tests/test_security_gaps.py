@@ -316,6 +316,15 @@ ALLOWED_EMAIL_VALUES = {
     # Why staff are told of a case, or why a date moved: the services' own fixed sentences.
     "why": "The doctor offered it declined.",
     "moved_on": True,
+    # The daily digest: fixed headings, references and links.
+    "day": "Monday 7 December 2026",
+    "headings": [
+        {
+            "title": "To assign",
+            "count": 1,
+            "lines": [{"reference": "SO-2026-00042", "link": "https://so.example.org/staff"}],
+        }
+    ],
 }
 # test_message.txt is the outbox's own test email (tests/test_notifications.py), sent to no patient.
 EXTRA_VALUES = {"test_message.txt": {"name": "outbox test"}}

@@ -65,6 +65,18 @@ class DoctorAway(Table, tablename="account_doctor_away"):
     last_day = Date()  # inclusive
 
 
+class MessageSettings(Table, tablename="account_message_settings"):
+    """How a staff member wants to hear about cases (core/accounts/preferences.py): the hour of
+    their daily digest in their time zone, and the kinds of message they take in the digest
+    only instead of at once. No row: the defaults (08:00 in the hospital's zone, all at once)."""
+
+    user = ForeignKey(User, on_delete=OnDelete.cascade, unique=True)
+    digest_hour = Integer(default=8)  # 0–23, local time
+    time_zone = Varchar(length=64, default="")  # "": the hospital's (CONSILIUM_TIME_ZONE)
+    digest_only = JSON(default="[]")  # kinds of message (preferences.KINDS) kept for the digest
+    last_digest_on = Date(null=True, default=None)  # their local day the last digest went
+
+
 class RecoveryCode(Table, tablename="account_recovery_code"):
     user = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
     code_hash = Varchar(length=64, unique=True)

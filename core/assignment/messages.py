@@ -14,6 +14,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from core import context
+from core.accounts import preferences
 from core.accounts.tables import User
 from core.cases.reception import case_url
 from core.cases.tables import Case
@@ -34,6 +35,8 @@ def _when(at: datetime) -> str:
 
 
 async def offered(case: Case, doctor: User, respond_by: datetime) -> None:
+    if not await preferences.at_once([doctor], preferences.OFFERS):
+        return  # in their digest
     await notifications.enqueue(
         to=doctor.email,
         template="case_offered",
@@ -47,12 +50,12 @@ async def offered(case: Case, doctor: User, respond_by: datetime) -> None:
 
 async def to_coordinators(case: Case, why: str, *, moved_on: bool) -> None:
     """`why` is one of this module's sentences; `moved_on`: offered to another doctor since."""
-    coordinators = await User.select(User.email).where(
+    coordinators = await User.objects().where(
         (User.role == COORDINATOR) & (User.is_active.eq(True))
     )
-    for row in coordinators:
+    for person in await preferences.at_once(coordinators, preferences.NEEDS_A_DOCTOR):
         await notifications.enqueue(
-            to=row["email"],
+            to=person.email,
             template="case_needs_attention",
             context={
                 "reference": case.reference,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import date
 
 from core import clock, context, db
+from core.accounts import preferences
 from core.accounts.doctors import leads_of
 from core.accounts.tables import User
 from core.cases import states, turnaround
@@ -37,9 +38,8 @@ def _on_the_clock() -> object:
     return Case.status.is_in(list(states.ON_THE_CLOCK)) & Case.waiting_since.is_null()
 
 
-async def _coordinators() -> list[str]:
-    rows = await User.select(User.email).where((User.role == COORDINATOR) & User.is_active.eq(True))
-    return [row["email"] for row in rows]
+async def _coordinators() -> list[User]:
+    return await User.objects().where((User.role == COORDINATOR) & User.is_active.eq(True))
 
 
 def _staff_link(case: Case) -> str:
@@ -70,9 +70,9 @@ async def alert_at_risk() -> int:
             )
             if not claimed:
                 continue
-            for email in await _coordinators():
+            for person in await preferences.at_once(await _coordinators(), preferences.AT_RISK):
                 await notifications.enqueue(
-                    to=email,
+                    to=person.email,
                     template="case_at_risk",
                     context={
                         "reference": case.reference,
@@ -114,8 +114,9 @@ async def alert_overdue() -> int:
             )
             if not claimed:
                 continue
-            staff = await _coordinators() + [lead.email for lead in await leads_of(case.specialty)]
-            for email in dict.fromkeys(staff):  # one message each, even if a lead coordinates
+            staff = await _coordinators() + await leads_of(case.specialty)
+            told = await preferences.at_once(staff, preferences.OVERDUE)
+            for email in dict.fromkeys(p.email for p in told):  # once each, a lead coordinating
                 await notifications.enqueue(
                     to=email,
                     template="case_overdue",

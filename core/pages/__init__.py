@@ -2,6 +2,13 @@
 the request wizard with its fee; the staff queues). They sit above every domain; a domain's own
 actions answer from its routes.py."""
 
-from core.pages import case, doctor, home, requests, staff
+from core.pages import attention, case, doctor, home, requests, staff
 
-ROUTES = [*home.ROUTES, *requests.ROUTES, *case.ROUTES, *staff.ROUTES, *doctor.ROUTES]
+ROUTES = [
+    *home.ROUTES,
+    *requests.ROUTES,
+    *case.ROUTES,
+    *staff.ROUTES,
+    *doctor.ROUTES,
+    *attention.ROUTES,
+]
