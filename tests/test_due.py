@@ -63,3 +63,16 @@ async def test_staff_lists_show_overdue_cases(client) -> None:
     for url in ("/staff/cases?queue=received", "/dashboard"):
         page = (await client.get(url)).text
         assert "SO-2026-77777" in page and '<span class="due-overdue">Overdue</span>' in page, url
+
+
+def test_a_countrys_calendar_is_built_once_for_many_rows() -> None:
+    # bench/queue.py: rebuilding it for each row was most of a queue page's server time.
+    from core.cases import turnaround
+
+    turnaround._calendar.cache_clear()
+    for _ in range(25):
+        turnaround.working_days_left(
+            date(2026, 12, 7), date(2026, 12, 14), country="PK", weekend=[5, 6]
+        )
+    info = turnaround._calendar.cache_info()
+    assert (info.misses, info.hits) == (1, 24)

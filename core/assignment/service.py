@@ -492,15 +492,21 @@ class DoctorLine:
 async def doctor_cases(doctor: User) -> list[DoctorLine]:
     """The cases with this doctor: offers first (answer by soonest), then accepted cases by due
     date. Two queries; as long as the doctor's maximum of active cases."""
-    offers = await Offer.objects().where(
-        (Offer.doctor == doctor.id) & Offer.status.is_in(list(OPEN_OFFERS))
-    )
-    if not offers:
-        return []
-    by_case = {offer.case: offer for offer in offers}
+    # The cases the doctor holds now (at most their maximum), then their open offers: an
+    # accepted offer stays "accepted" after the report, so offers alone would bring back every
+    # case the doctor ever reviewed (measured: 6,942 rows, 1.5 s, for a doctor of 100k cases).
     found = await Case.objects().where(
-        Case.id.is_in(list(by_case)) & (Case.assigned_doctor == doctor.id)
+        (Case.assigned_doctor == doctor.id) & Case.status.is_in(list(states.WITH_A_DOCTOR))
     )
+    if not found:
+        return []
+    offers = await Offer.objects().where(
+        (Offer.doctor == doctor.id)
+        & Offer.status.is_in(list(OPEN_OFFERS))
+        & Offer.case.is_in([case.id for case in found])
+    )
+    by_case = {offer.case: offer for offer in offers}
+    found = [case for case in found if case.id in by_case]
     lines = [DoctorLine(case, by_case[case.id]) for case in found]
     far = date.max
     return sorted(
