@@ -86,6 +86,12 @@ def periodic_jobs(records: Any) -> list[Periodic]:
             "Each staff member's daily digest of what needs them, at their hour.",
         ),
         Periodic(
+            "planner_statistics",
+            timedelta(days=1),
+            db.analyze,
+            "The database's statistics, which its query planner needs to use the right indexes.",
+        ),
+        Periodic(
             "purge_abandoned_uploads",
             timedelta(hours=1),
             purge_abandoned_uploads,

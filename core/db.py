@@ -143,6 +143,15 @@ async def run_migrations() -> None:
         raise RuntimeError(f"migration failed: {result.message}")
 
 
+async def analyze() -> int:
+    """Refresh the query planner's statistics (a periodic job). SQLite keeps none until asked:
+    without them it passes over the board's partial index and sorts every open case instead
+    (bench/queue.py, EXPLAIN at 100k cases); PostgreSQL's autovacuum does the same, and this
+    only makes it sooner."""
+    await current_engine().run_ddl("ANALYZE")
+    return 0
+
+
 async def start_pool(settings: Settings) -> None:
     engine = current_engine()
     if isinstance(engine, PostgresEngine):

@@ -155,6 +155,7 @@ async def test_an_admin_runs_a_job_now(running_app, client) -> None:
         "purge_abandoned_uploads",
         "turnaround_alerts",
         "digests",
+        "planner_statistics",
     }
     await scheduler.ensure_rows()
     later = clock.now() + HOUR
