@@ -102,9 +102,9 @@ class StaffCaseController(Controller):
             name = "received"
         filters, kept, doctors = await _filters(request)
         found = await queue_page(name, request.query_params, filters)
-        counts = await cases.counts_in(
-            [*states.ON_THE_CLOCK, states.SUBMITTED, states.DECLINED], filters
-        )
+        # Open states only: a count of declined cases grows with the history (bench/queue.py:
+        # 6.8 ms at 100k cases on PostgreSQL, the one part of the page that did).
+        counts = await cases.counts_in([*states.ON_THE_CLOCK, states.SUBMITTED], filters)
         return page(
             request,
             "staff/queue.html",
@@ -114,7 +114,7 @@ class StaffCaseController(Controller):
             tab_counts={
                 key: sum(counts[s] for s in status) if isinstance(status, tuple) else counts[status]
                 for key, (_, status, _) in QUEUES.items()
-                if status is not None
+                if status is not None and (isinstance(status, tuple) or status in counts)
             },
             board=states.ON_THE_CLOCK,
             status_labels=states.STAFF_STATUS,
