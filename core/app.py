@@ -89,7 +89,8 @@ def periodic_jobs(records: Any) -> list[Periodic]:
             "planner_statistics",
             timedelta(days=1),
             db.analyze,
-            "The database's statistics, which its query planner needs to use the right indexes.",
+            "SQLite's statistics, which its query planner needs to use the right indexes.",
+            first_after=timedelta(hours=1),  # not at every start: a day's cases change little
         ),
         Periodic(
             "purge_abandoned_uploads",

@@ -176,3 +176,15 @@ def test_job_names_are_unique() -> None:
 
     with pytest.raises(ValueError, match="unique"):
         Scheduler([Periodic("a", HOUR, job), Periodic("a", HOUR, job)])
+
+
+async def test_a_job_may_wait_before_its_first_run(settings, monkeypatch) -> None:
+    time_now = Frozen(monkeypatch, datetime(2026, 12, 7, 9, 0, tzinfo=UTC))
+
+    async def job() -> int:
+        return 0
+
+    scheduler = Scheduler([Periodic("later", HOUR, job, first_after=timedelta(minutes=30))])
+    assert await scheduler.run_due() == []  # the app's start is not the moment for it
+    time_now.now += timedelta(minutes=30)
+    assert await scheduler.run_due() == ["later"]

@@ -42,6 +42,7 @@ class Periodic:
     run: Callable[[], Awaitable[int]]
     description: str = ""
     lease: timedelta = timedelta(minutes=10)  # longer than a run can take
+    first_after: timedelta = timedelta(0)  # how long after the job first appears it first runs
 
 
 class JobNotFound(NotFound):
@@ -66,8 +67,9 @@ class Scheduler:
         stay, untouched, for the record."""
         known = {row["name"] for row in await ScheduledJob.select(ScheduledJob.name)}
         for name in self.jobs.keys() - known:
+            first = clock.now() + self.jobs[name].first_after
             await (
-                ScheduledJob.insert(ScheduledJob(name=name, next_run_at=clock.now()))
+                ScheduledJob.insert(ScheduledJob(name=name, next_run_at=first))
                 .on_conflict(target=ScheduledJob.name, action="DO NOTHING")
                 .run()
             )
