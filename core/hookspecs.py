@@ -43,6 +43,19 @@ def consilium_validate_intake(
 
 
 @hookspec
+def consilium_validate_review(
+    specialty: Specialty, values: dict[str, Any]
+) -> dict[str, str] | None:
+    """Check rules that span several fields of the doctor's review before it may be signed,
+    after every field passed its own checks. `values`: the review form's values (as the
+    specialty's `review` form cleans them) and, under "concordance", the value chosen on the
+    specialty's concordance scale (absent until chosen). Return {field name: message} for
+    problems (the message is for the doctor: precise clinical language), or None. Called only
+    for this plugin's specialties; no I/O."""
+    raise NotImplementedError
+
+
+@hookspec
 def consilium_assets() -> Assets | None:
     """Return the template and static folders this plugin contributes, or None."""
     raise NotImplementedError

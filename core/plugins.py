@@ -184,6 +184,17 @@ class PluginHost:
                 errors.setdefault(name, message)
         return errors
 
+    def validate_review(self, specialty: Specialty, values: dict) -> dict[str, str]:
+        """The rules across review fields of the plugin that owns `specialty` ({} when it has
+        none, or its hook failed: the failure is reported on /admin/plugins)."""
+        owner = self._owner(specialty)
+        if owner is None:
+            return {}
+        _, found = self._call(
+            owner, "consilium_validate_review", _messages, specialty=specialty, values=values
+        )
+        return dict(found or {})
+
     def suggest_subspecialty(
         self, specialty: Specialty, values: dict, subject_age: int | None
     ) -> str | None:

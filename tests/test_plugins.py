@@ -44,7 +44,12 @@ ALL_HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("consilium
 # What each built-in implements: only the hooks it needs.
 BUILTIN_HOOKS = {
     "general": ["consilium_assets", "consilium_specialties"],
-    "surgical": ["consilium_assets", "consilium_specialties", "consilium_validate_intake"],
+    "surgical": [
+        "consilium_assets",
+        "consilium_specialties",
+        "consilium_validate_intake",
+        "consilium_validate_review",
+    ],
     "pathology": [
         "consilium_assets",
         "consilium_specialties",
@@ -58,6 +63,7 @@ BUILTIN_HOOKS = {
         "consilium_specialties",
         "consilium_suggest_subspecialty",
         "consilium_validate_intake",
+        "consilium_validate_review",
     ],
     "payments": ["consilium_payment_providers"],
 }
@@ -1085,3 +1091,37 @@ def test_subspecialties_must_be_unique_slugs() -> None:
     for bad in ((Choice("neuro", "A"), Choice("neuro", "B")), (Choice("Neuro Radiology", "A"),)):
         with pytest.raises(ValueError, match="subspecialty values"):
             Specialty(slug="bad", title="Bad", summary="Bad.", subspecialties=bad)
+
+
+class Careless:
+    """A specialty whose review check returns what is not {field: message}."""
+
+    SPECIALTY = Specialty(slug="careless", title="Careless", summary="Checks carelessly.")
+
+    @hookimpl
+    def consilium_specialties(self) -> list[Specialty]:
+        return [self.SPECIALTY]
+
+    @hookimpl
+    def consilium_validate_review(self, values: dict[str, Any]) -> dict[str, str] | None:
+        return {"impression": 42}  # type: ignore[dict-item]
+
+
+def test_hook_consilium_validate_review(tmp_path) -> None:
+    host = PluginHost.load(make_settings(tmp_path, None), extra=[("careless", Careless())])
+    check = host.validate_review  # the owning plugin's hook, as core calls it on signing
+    radiology, surgical = host.specialty("radiology"), host.specialty("surgical")
+    biopsy_needed = {"birads": "4B", "recommendation": "Short-interval follow-up in 6 months."}
+    assert set(check(radiology, biopsy_needed)) == {"recommendation"}
+    assert "BI-RADS 4B" in check(radiology, biopsy_needed)["recommendation"]
+    sampled = {"birads": "4B", "recommendation": "Ultrasound-guided core needle biopsy."}
+    assert check(radiology, sampled) == {}
+    assert check(radiology, {"birads": "3", "recommendation": "Follow-up in 6 months."}) == {}
+    different = {"concordance": "different_operation", "surgery_indicated": "no"}
+    assert set(check(surgical, different)) == {"surgery_indicated"}
+    assert check(surgical, {**different, "surgery_indicated": "yes"}) == {}
+    assert check(host.specialty("general"), {"anything": "x"}) == {}  # no such hook
+    # A malformed answer is a failure: reported, and no problems from it.
+    assert check(host.specialty("careless"), {}) == {}
+    failures = plugin_info(host, "careless").failures
+    assert [f.hook for f in failures] == ["consilium_validate_review"]

@@ -10,7 +10,7 @@ from core.hookspecs import hookimpl
 from core.specialty import Assets, DocumentFacts, DocumentKind, RecordsDetail, Specialty
 
 from .dicom import DicomFacts, describe_study, read_dicom, summarise_studies
-from .rules import check_intake, suggest_subspecialty
+from .rules import check_intake, check_review, suggest_subspecialty
 from .specialty import SPECIALTY
 
 __all__ = ["SPECIALTY"]
@@ -73,3 +73,9 @@ def consilium_describe_records(facts: list[dict[str, str]]) -> RecordsDetail | N
         return None
     lines, warnings = describe_study(readings)
     return RecordsDetail(lines=tuple(lines), warnings=tuple(warnings))
+
+
+@hookimpl
+def consilium_validate_review(values: dict[str, Any]) -> dict[str, str] | None:
+    # Only for this specialty (core calls it for no other); checked before the doctor signs.
+    return check_review(values) or None

@@ -62,3 +62,22 @@ def suggest_subspecialty(values: dict[str, Any], age: int | None) -> str | None:
     if values.get("modality") == "mammogram":
         return "breast"
     return _BY_BODY_PART.get(str(values.get("body_part") or ""))
+
+
+# BI-RADS categories that call for tissue diagnosis (ACR BI-RADS Atlas, 5th edition).
+BIOPSY_CATEGORIES = ("4A", "4B", "4C", "5")
+SAMPLING_WORDS = ("biopsy", "tissue sampling", "fna", "fine needle", "core needle", "aspiration")
+
+
+def check_review(values: dict[str, Any]) -> dict[str, str]:
+    """Rules across the review's fields, checked before signing."""
+    errors: dict[str, str] = {}
+    recommendation = str(values.get("recommendation") or "").lower()
+    if values.get("birads") in BIOPSY_CATEGORIES and not any(
+        word in recommendation for word in SAMPLING_WORDS
+    ):
+        errors["recommendation"] = (
+            f"BI-RADS {values['birads']} requires a tissue-sampling recommendation "
+            "(for example: ultrasound-guided core needle biopsy)."
+        )
+    return errors

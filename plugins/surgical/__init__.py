@@ -8,7 +8,7 @@ from typing import Any
 from core.hookspecs import hookimpl
 from core.specialty import Assets, Specialty
 
-from .rules import check_intake
+from .rules import check_intake, check_review
 from .specialty import SPECIALTY
 
 __all__ = ["SPECIALTY"]
@@ -28,3 +28,9 @@ def consilium_validate_intake(values: dict[str, Any]) -> dict[str, str] | None:
 @hookimpl
 def consilium_assets() -> Assets:
     return Assets(name=SPECIALTY.slug, templates=Path(__file__).parent / "templates")
+
+
+@hookimpl
+def consilium_validate_review(values: dict[str, Any]) -> dict[str, str] | None:
+    # Only for this specialty (core calls it for no other); checked before the doctor signs.
+    return check_review(values) or None

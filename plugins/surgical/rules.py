@@ -19,3 +19,16 @@ def check_intake(values: dict[str, Any]) -> dict[str, str]:
             "Untick one of them."
         )
     return errors
+
+
+def check_review(values: dict[str, Any]) -> dict[str, str]:
+    """Rules across the review's fields, checked before signing."""
+    errors: dict[str, str] = {}
+    if values.get("concordance") == "different_operation" and values.get("surgery_indicated") != (
+        "yes"
+    ):
+        errors["surgery_indicated"] = (
+            "“Partially disagree: a different operation” means surgery is indicated: answer "
+            "“Yes” and name the recommended operation and approach."
+        )
+    return errors
