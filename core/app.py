@@ -84,6 +84,7 @@ def periodic_jobs(records: Any) -> list[Periodic]:
             timedelta(minutes=5),
             attention.send_digests,
             "Each staff member's daily digest of what needs them, at their hour.",
+            first_after=timedelta(minutes=5),  # a start is not a reason to send one
         ),
         Periodic(
             "planner_statistics",
