@@ -207,8 +207,7 @@ class QueueFilter:
         return condition
 
 
-def today() -> date:
-    """Today in the hospital's time zone (what due dates are counted in)."""
+def _today() -> date:
     return clock.local_date(clock.now(), context.settings().time_zone)
 
 
@@ -235,7 +234,7 @@ async def cases_in(
     else:
         where, order = Case.status == status, QUEUE_ORDERS[status]
     if filters is not None:
-        where &= filters.where(today())
+        where &= filters.where(_today())
     return await cases_page(where, order, limit=limit, after=after, before=before)
 
 
@@ -243,7 +242,7 @@ async def counts_in(statuses: Sequence[str], filters: QueueFilter | None = None)
     """How many cases each of these states holds, narrowed by `filters`: one query."""
     where = Case.status.is_in(list(statuses))
     if filters is not None:
-        where &= filters.where(today())
+        where &= filters.where(_today())
     rows = await Case.select(Case.status, Count(alias="count")).where(where).group_by(Case.status)
     found = {row["status"]: row["count"] for row in rows}
     return {status: found.get(status, 0) for status in statuses}
