@@ -47,6 +47,7 @@ from core.roles import (
     AUTH_ENROL,
     AUTH_FULL,
     AUTH_SECOND_FACTOR,
+    COORDINATOR,
     DOCTOR,
     PATIENT,
     STAFF_ROLES,
@@ -716,6 +717,11 @@ async def set_active(target: User, active: bool, *, by: User, ip: str | None) ->
 
 async def count_admins() -> int:
     return await User.count().where((User.role == ADMIN) & User.is_active.eq(True))
+
+
+async def active_coordinators() -> list[User]:
+    """The coordinators to tell of a case (assignment's messages, cases' escalation)."""
+    return await User.objects().where((User.role == COORDINATOR) & User.is_active.eq(True))
 
 
 async def doctors() -> list[dict]:

@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 
 from core import context
 from core.accounts import preferences
+from core.accounts import service as accounts
 from core.accounts.tables import User
 from core.cases.reception import case_url
 from core.cases.tables import Case
 from core.notifications import service as notifications
-from core.roles import COORDINATOR
 
 # Why coordinators are told, in words.
 NEEDS_A_DOCTOR = "It is received and no doctor can take it now."
@@ -50,9 +50,7 @@ async def offered(case: Case, doctor: User, respond_by: datetime) -> None:
 
 async def to_coordinators(case: Case, why: str, *, moved_on: bool) -> None:
     """`why` is one of this module's sentences; `moved_on`: offered to another doctor since."""
-    coordinators = await User.objects().where(
-        (User.role == COORDINATOR) & (User.is_active.eq(True))
-    )
+    coordinators = await accounts.active_coordinators()
     for person in await preferences.at_once(coordinators, preferences.NEEDS_A_DOCTOR):
         await notifications.enqueue(
             to=person.email,

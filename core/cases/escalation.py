@@ -15,31 +15,18 @@ clock paused) is never at risk or overdue.
 
 from __future__ import annotations
 
-from datetime import date
-
-from core import clock, context, db
+from core import context, db
 from core.accounts import preferences
+from core.accounts import service as accounts
 from core.accounts.doctors import leads_of
 from core.accounts.tables import User
-from core.cases import states, turnaround
+from core.cases import service as cases
+from core.cases import turnaround
 from core.cases.reception import case_url
 from core.cases.tables import Case
 from core.notifications import service as notifications
-from core.roles import COORDINATOR
 
 BATCH = 100
-
-
-def _today() -> date:
-    return clock.local_date(clock.now(), context.settings().time_zone)
-
-
-def _on_the_clock() -> object:
-    return Case.status.is_in(list(states.ON_THE_CLOCK)) & Case.waiting_since.is_null()
-
-
-async def _coordinators() -> list[User]:
-    return await User.objects().where((User.role == COORDINATOR) & User.is_active.eq(True))
 
 
 def _staff_link(case: Case) -> str:
@@ -48,29 +35,23 @@ def _staff_link(case: Case) -> str:
 
 async def alert_at_risk() -> int:
     """Email the coordinators about each case newly at risk; how many cases."""
-    settings = context.settings()
-    today = _today()
-    last = turnaround.add_working_days(
-        today, 1, country=settings.holiday_country, weekend=settings.weekend_days
-    )
+    # At risk as the queues say it (cases.QueueFilter owns the rule: on the clock, not waiting).
+    at_risk = cases.QueueFilter(due=turnaround.AT_RISK).where(cases.today())
     not_yet = Case.at_risk_alerted_for.is_null() | (Case.at_risk_alerted_for != Case.due_on)
-    due = await (
-        Case.objects()
-        .where(_on_the_clock() & (Case.due_on >= today) & (Case.due_on <= last) & not_yet)
-        .order_by(Case.due_on)
-        .limit(BATCH)
-    )
+    due = await Case.objects().where(at_risk & not_yet).order_by(Case.due_on).limit(BATCH)
     sent = 0
     for case in due:
         async with db.transaction():
             claimed = (
                 await Case.update({Case.at_risk_alerted_for: Case.due_on})
-                .where((Case.id == case.id) & _on_the_clock() & not_yet)
+                .where((Case.id == case.id) & at_risk & not_yet)
                 .returning(Case.id)
             )
             if not claimed:
                 continue
-            for person in await preferences.at_once(await _coordinators(), preferences.AT_RISK):
+            for person in await preferences.at_once(
+                await accounts.active_coordinators(), preferences.AT_RISK
+            ):
                 await notifications.enqueue(
                     to=person.email,
                     template="case_at_risk",
@@ -88,14 +69,10 @@ async def alert_overdue() -> int:
     """Email the coordinators and the department leads about each case newly overdue, and tell
     its patient the later date to expect the report by; how many cases."""
     settings = context.settings()
-    today = _today()
+    today = cases.today()
+    overdue = cases.QueueFilter(due=turnaround.OVERDUE).where(today)
     not_yet = Case.overdue_alerted_for.is_null() | (Case.overdue_alerted_for != Case.due_on)
-    due = await (
-        Case.objects()
-        .where(_on_the_clock() & (Case.due_on < today) & not_yet)
-        .order_by(Case.due_on)
-        .limit(BATCH)
-    )
+    due = await Case.objects().where(overdue & not_yet).order_by(Case.due_on).limit(BATCH)
     sent = 0
     for case in due:
         expected = turnaround.add_working_days(
@@ -109,12 +86,12 @@ async def alert_overdue() -> int:
                 await Case.update(
                     {Case.overdue_alerted_for: Case.due_on, Case.late_expected_on: expected}
                 )
-                .where((Case.id == case.id) & _on_the_clock() & not_yet)
+                .where((Case.id == case.id) & overdue & not_yet)
                 .returning(Case.id)
             )
             if not claimed:
                 continue
-            staff = await _coordinators() + await leads_of(case.specialty)
+            staff = await accounts.active_coordinators() + await leads_of(case.specialty)
             told = await preferences.at_once(staff, preferences.OVERDUE)
             for email in dict.fromkeys(p.email for p in told):  # once each, a lead coordinating
                 await notifications.enqueue(

@@ -207,7 +207,8 @@ class QueueFilter:
         return condition
 
 
-def _today() -> date:
+def today() -> date:
+    """Today in the hospital's time zone (what due dates are counted in)."""
     return clock.local_date(clock.now(), context.settings().time_zone)
 
 
@@ -234,7 +235,7 @@ async def cases_in(
     else:
         where, order = Case.status == status, QUEUE_ORDERS[status]
     if filters is not None:
-        where &= filters.where(_today())
+        where &= filters.where(today())
     return await cases_page(where, order, limit=limit, after=after, before=before)
 
 
@@ -242,7 +243,7 @@ async def counts_in(statuses: Sequence[str], filters: QueueFilter | None = None)
     """How many cases each of these states holds, narrowed by `filters`: one query."""
     where = Case.status.is_in(list(statuses))
     if filters is not None:
-        where &= filters.where(_today())
+        where &= filters.where(today())
     rows = await Case.select(Case.status, Count(alias="count")).where(where).group_by(Case.status)
     found = {row["status"]: row["count"] for row in rows}
     return {status: found.get(status, 0) for status in statuses}

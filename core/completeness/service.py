@@ -23,6 +23,7 @@ from core import clock, context, db
 from core.accounts.tables import User
 from core.audit import service as audit
 from core.cases import pauses, reception, states
+from core.cases import service as cases
 from core.cases.service import CaseNotFound, note_event
 from core.cases.tables import Case
 from core.completeness.tables import MaterialArrival, RecordsRequest
@@ -63,10 +64,6 @@ def _staff(user: User) -> None:
 def may_ask(case: Case) -> bool:
     """Requests are possible from submission until the report."""
     return case.status in states.BEFORE_REPORT
-
-
-def _today() -> date:
-    return clock.local_date(clock.now(), context.settings().time_zone)
 
 
 # Requests for records -------------------------------------------------------------------------
@@ -178,7 +175,7 @@ async def ask(
                 template="records_requested_provider",
                 context={
                     "reference": case.reference,
-                    "upload_url": f"{settings.base_url}/upload/{token}",
+                    "upload_url": links.link_url(settings.base_url, token),
                     "days": links.DAYS_DEFAULT,
                     "contact_email": settings.contact_email,
                 },
@@ -360,7 +357,7 @@ def check_arrival(
     if len(note) > MAX_NOTE_CHARS:
         errors["note"] = f"Use at most {MAX_NOTE_CHARS} characters."
     raw_day = values.get("arrived_on") or ""
-    day = _day(raw_day) if raw_day.strip() else _today()
+    day = _day(raw_day) if raw_day.strip() else cases.today()
     submitted = (
         clock.local_date(case.submitted_at, context.settings().time_zone)
         if case.submitted_at
@@ -368,7 +365,7 @@ def check_arrival(
     )
     if day is None:
         errors["arrived_on"] = "Give a date, for example 2026-12-07."
-    elif day > _today():
+    elif day > cases.today():
         errors["arrived_on"] = "The day it arrived cannot be in the future."
     elif submitted and day < submitted:
         errors["arrived_on"] = "The day it arrived cannot be before the request was submitted."
@@ -442,10 +439,10 @@ async def record_arrival(
 def check_return(values: dict[str, str], arrival: MaterialArrival) -> tuple[dict, dict[str, str]]:
     errors: dict[str, str] = {}
     raw = values.get("returned_on") or ""
-    day = _day(raw) if raw.strip() else _today()
+    day = _day(raw) if raw.strip() else cases.today()
     if day is None:
         errors["returned_on"] = "Give a date, for example 2026-12-07."
-    elif day > _today():
+    elif day > cases.today():
         errors["returned_on"] = "The day it was sent back cannot be in the future."
     elif day < arrival.arrived_on:
         errors["returned_on"] = "It cannot go back before it arrived."

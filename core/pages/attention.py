@@ -25,6 +25,7 @@ from core.accounts import preferences
 from core.accounts.tables import MessageSettings, User
 from core.assignment.tables import Offer
 from core.cases import reception, states, turnaround
+from core.cases import service as cases
 from core.cases.tables import Case
 from core.errors import InvalidInput
 from core.notifications import service as notifications
@@ -47,27 +48,14 @@ class Heading:
         return len(self.cases)
 
 
-def _today(zone: str | None = None):
-    return clock.local_date(clock.now(), zone or context.settings().time_zone)
-
-
-async def _at_risk_and_overdue(where) -> tuple[list[Case], list[Case]]:
-    settings = context.settings()
-    today = _today()
-    last = turnaround.add_working_days(
-        today, 1, country=settings.holiday_country, weekend=settings.weekend_days
-    )
-    clock_runs = Case.status.is_in(list(states.ON_THE_CLOCK)) & Case.waiting_since.is_null() & where
-    risky = await (
-        Case.objects()
-        .where(clock_runs & (Case.due_on >= today) & (Case.due_on <= last))
-        .order_by(Case.due_on)
-        .limit(LIMIT)
-    )
-    late = await (
-        Case.objects().where(clock_runs & (Case.due_on < today)).order_by(Case.due_on).limit(LIMIT)
-    )
-    return risky, late
+async def _at_risk_and_overdue(doctor_id: int | None) -> tuple[list[Case], list[Case]]:
+    """As the queues' turnaround filters say (cases.QueueFilter owns the rule), soonest first."""
+    today = cases.today()
+    found = []
+    for due in (turnaround.AT_RISK, turnaround.OVERDUE):
+        where = cases.QueueFilter(doctor_id=doctor_id, due=due).where(today)
+        found.append(await Case.objects().where(where).order_by(Case.due_on).limit(LIMIT))
+    return found[0], found[1]
 
 
 async def needs_of(user: User) -> list[Heading]:
@@ -85,14 +73,14 @@ async def needs_of(user: User) -> list[Heading]:
             )
             .order_by(Case.due_on)
         )
-        risky, late = await _at_risk_and_overdue(Case.assigned_doctor == user.id)
+        risky, late = await _at_risk_and_overdue(user.id)
         headings = [
             Heading("Overdue", late),
             Heading("Offered to you, waiting for your answer", offered),
             Heading("At risk: due within a working day", risky),
         ]
     elif user.role in (COORDINATOR, ADMIN):
-        risky, late = await _at_risk_and_overdue(Case.id.is_not_null())
+        risky, late = await _at_risk_and_overdue(None)
         to_assign = await (
             Case.objects()
             .where(Case.status == states.RECEIVED)
