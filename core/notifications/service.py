@@ -157,6 +157,11 @@ def remove_waker(callback: Callable[[], None]) -> None:
     _wakers.discard(callback)
 
 
+def local_workers() -> int:
+    """How many workers run in this process (a test delivering by hand defers to them)."""
+    return len(_wakers)
+
+
 def wake_workers() -> None:
     """Have every worker of this process look for work now (call it after a commit)."""
     for callback in list(_wakers):
