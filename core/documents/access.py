@@ -3,13 +3,16 @@ records")."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from core.accounts.tables import User
 from core.audit import service as audit
 from core.cases.service import accepts_records
 from core.cases.tables import Case
+from core.documents.listing import facts_of
 from core.documents.records import COMPLETE, DocumentNotFound
 from core.documents.tables import Document
 from core.ids import parse_uuid
@@ -51,12 +54,22 @@ async def get_document(case: Case, uid: str) -> Document:
 
 
 async def record_access(
-    user: User, case: Case, doc: Document, action: str, *, ip: str | None
+    user: User,
+    case: Case,
+    doc: Document,
+    action: str,
+    *,
+    ip: str | None,
+    details: dict[str, Any] | None = None,
 ) -> None:
-    await audit.record_about(f"document.{action}", doc, case=case, actor=user, ip=ip)
+    await audit.record_about(
+        f"document.{action}", doc, case=case, actor=user, ip=ip, details=details
+    )
 
 
-READ_ACTIONS = ("document.download", "document.view", "document.preview")
+# A whole study's download is one row about its lead file, with the count in its details.
+STUDY_DOWNLOAD = "document.download_study"
+READ_ACTIONS = ("document.download", "document.view", "document.preview", STUDY_DOWNLOAD)
 
 
 @dataclass
@@ -86,10 +99,9 @@ async def record_accesses(case: Case, viewer: User) -> list[AccessLine]:
             else []
         )
     }
-    names = {
-        str(doc.uid): doc.display_name
-        for doc in await Document.objects().where(Document.case == case.id)
-    }
+    docs = await Document.objects().where(Document.case == case.id)
+    names = {str(doc.uid): doc.display_name for doc in docs}
+    studies = {str(doc.uid): facts_of(doc).get("group_label") or "imaging study" for doc in docs}
     lines = []
     for row in rows:
         person = people.get(row.actor_uid or "")
@@ -99,7 +111,21 @@ async def record_accesses(case: Case, viewer: User) -> list[AccessLine]:
             who = "You"
         else:
             who = f"{person.full_name} ({person.role})"
+        if row.action == STUDY_DOWNLOAD:
+            files = _details(row.details).get("files")
+            study = studies.get(row.object_id or "", "imaging study")
+            what = f"({study}, {files} files)" if isinstance(files, int) else f"({study})"
+            lines.append(AccessLine(row.at, who, "downloaded the whole study", what))
+            continue
         # A preview is the person looking at the file in the browser: "viewed" to the patient.
         verb = "downloaded" if row.action == "document.download" else "viewed"
         lines.append(AccessLine(row.at, who, verb, names.get(row.object_id or "", "a file")))
     return lines
+
+
+def _details(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -140,6 +140,35 @@ class DocumentController(Controller):
             },
         )
 
+    @get("/{doc:str}/study")
+    async def download_study(
+        self, request: Request, uid: FromPath[str], doc: FromPath[str]
+    ) -> Stream:
+        """The whole imaging study `doc` belongs to, as one ZIP (core/documents/studies.py):
+        the download's reader rule, one audit row for the study."""
+        case = await _readable_case(request, uid)
+        study = await documents.study_of(case, await _document(case, doc))
+        if study is None:  # not a DICOM file of a study
+            raise NotFoundException()
+        await documents.record_access(
+            request.user,
+            case,
+            study.lead,
+            "download_study",
+            ip=client_ip(request),
+            details={"files": len(study.entries)},
+        )
+        return Stream(
+            documents.study_zip(request.app.state.records, study),
+            media_type="application/zip",
+            headers={
+                "content-disposition": content_disposition(
+                    f"{case.reference}-study-{study.number}.zip"
+                ),
+                "x-content-type-options": "nosniff",
+            },
+        )
+
     # Previews. The page is ours, under the unchanged page CSP (it frames nothing): images show
     # by <img>; a PDF is drawn into canvases by the vendored pdf.js (static/preview.js), which
     # fetches the bytes. Why not the browser's own PDF viewer in a frame: measured in Debian

@@ -6,13 +6,15 @@ Nothing is buffered whole and no plaintext touches a disk.
 
 This module is the domain's public surface; the rules live in its modules: records (the store
 and its refusals), access (who may read or add, audited reads), ingest (storing an upload),
-reading (streaming a record back) and listing (what pages show).
+reading (streaming a record back), listing (what pages show) and studies (a whole imaging
+study as one streamed ZIP).
 """
 
 from __future__ import annotations
 
 from core.documents.access import (
     READ_ACTIONS,
+    STUDY_DOWNLOAD,
     AccessLine,
     get_document,
     may_add_records,
@@ -63,6 +65,13 @@ from core.documents.records import (
     UploadRefused,
     too_large,
 )
+from core.documents.studies import (
+    Study,
+    StudyEntry,
+    study_group,
+    study_of,
+    study_zip,
+)
 from core.documents.usage import Room
 
 __all__ = [
@@ -71,6 +80,7 @@ __all__ = [
     "NO_ROOM",
     "READ_ACTIONS",
     "READ_CHUNK",
+    "STUDY_DOWNLOAD",
     "UPLOADING",
     "AccessLine",
     "ArchiveOutcome",
@@ -81,6 +91,8 @@ __all__ = [
     "RefusedGroup",
     "Room",
     "Stored",
+    "Study",
+    "StudyEntry",
     "UploadRefused",
     "UploadResult",
     "archive_outcome",
@@ -105,6 +117,9 @@ __all__ = [
     "room_for",
     "store_file",
     "store_upload",
+    "study_group",
+    "study_of",
+    "study_zip",
     "sync_reader",
     "too_large",
     "upload_result",
