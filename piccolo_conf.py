@@ -21,5 +21,6 @@ APP_REGISTRY = AppRegistry(
         "core.assignment.piccolo_app",
         "core.completeness.piccolo_app",
         "core.schedule.piccolo_app",
+        "core.reviews.piccolo_app",
     ]
 )

@@ -65,3 +65,12 @@ class MaterialsChanged:
 
     case_id: int
     materials: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ReviewSigned:
+    """The doctor signed the review of a case (reviews): what is written about the case is
+    final. Handlers end what only made sense while it was being written."""
+
+    case_id: int
+    review_uid: Any  # uuid.UUID of the SignedReview

@@ -536,3 +536,20 @@ def kept_item_indexes(form: Form, raw: FormData) -> dict[str, list[int]]:
                     kept.append(index)
             result[spec.name] = kept
     return result
+
+
+def change_rows(form: Form, raw: dict[str, list[str]], action: str) -> dict[str, list[str]]:
+    """Add a blank row to a repeating group ("add:<group>"), or remove one
+    ("remove:<group>:<item>"): the form's buttons do it without JavaScript."""
+    parts = action.split(":")
+    group = form.field(parts[1]) if len(parts) > 1 else None
+    if not isinstance(group, Repeating):
+        return raw
+    base = f"{group.name}."
+    indexes = group_indexes(MappingFormData(raw), base)
+    if parts[0] == "add" and len(indexes) < group.max_items:
+        raw = {**raw, f"{base}{(indexes[-1] + 1) if indexes else 0}.{group.fields[0].name}": [""]}
+    elif parts[0] == "remove" and len(parts) == 3 and parts[2].isdigit():
+        prefix = f"{base}{parts[2]}."
+        raw = {key: value for key, value in raw.items() if not key.startswith(prefix)}
+    return raw

@@ -28,8 +28,12 @@ from core.forms import (  # re-exported: the field types are part of the plugin 
 )
 
 __all__ = [
+    "AGREES",
+    "DIFFERS",
+    "DIFFERS_IN_DETAIL",
     "Assets",
     "Choice",
+    "ConcordanceGrade",
     "DateField",
     "DocumentFacts",
     "DocumentKind",
@@ -94,6 +98,40 @@ class PhysicalMaterial:
         return all(condition.holds(values) for condition in self.applies_when)
 
 
+# Whether a second opinion agrees with the first, in the three levels every specialty shares:
+# what the patient's report says in plain words, and what statistics count across specialties.
+AGREES = "agrees"
+DIFFERS_IN_DETAIL = "differs_in_detail"  # differs in details that do not change care
+DIFFERS = "differs"  # differs in a way that changes care
+AGREEMENT_LEVELS = (AGREES, DIFFERS_IN_DETAIL, DIFFERS)
+
+
+@dataclass(frozen=True)
+class ConcordanceGrade(Choice):
+    """One grade of a specialty's own concordance scale (for internal quality review, never
+    printed on the patient's report), with the shared level it counts as (`AGREES`,
+    `DIFFERS_IN_DETAIL` or `DIFFERS`)."""
+
+    level: str = AGREES
+
+
+# Names core's review fields use (core/reviews/form.py): a specialty's review form must not.
+CORE_REVIEW_NAMES = frozenset(
+    {
+        "materials",
+        "agreement",
+        "concordance",
+        "management_change",
+        "limitations",
+        "limitations_comment",
+        "pending_tests",
+        "patient_summary",
+        "version",
+    }
+)
+CORE_REVIEW_PREFIXES = ("answer_", "series_")
+
+
 @dataclass(frozen=True)
 class ReportSection:
     """A section of the doctor's report and the review-form fields that fill it."""
@@ -142,7 +180,8 @@ class Specialty:
     physical_materials: tuple[PhysicalMaterial, ...] = ()  # sent by post, recorded by staff
     accepted_kinds: tuple[str, ...] = (DocumentKind.PDF, DocumentKind.IMAGE)
     review: Form = field(default_factory=lambda: Form(version=1, fields=()))
-    concordance: tuple[Choice, ...] = ()  # how far the second opinion agrees with the first
+    # How far the second opinion agrees with the first, graded the specialty's way.
+    concordance: tuple[ConcordanceGrade, ...] = ()
     report_sections: tuple[ReportSection, ...] = ()
     report_template: str | None = None  # e.g. "radiology/report.html" in the plugin's templates
     for_children: bool = True
@@ -155,6 +194,19 @@ class Specialty:
         if not SLUG_RE.match(self.slug):
             raise ValueError(f"specialty slug {self.slug!r} must be lower case, 2–32 characters")
         review_names = {f.name for f in self.review.fields}
+        taken = {
+            name
+            for name in review_names
+            if name in CORE_REVIEW_NAMES or name.startswith(CORE_REVIEW_PREFIXES)
+        }
+        if taken:
+            raise ValueError(f"{self.slug}: review field names {taken} are core's")
+        for grade in self.concordance:
+            if not isinstance(grade, ConcordanceGrade) or grade.level not in AGREEMENT_LEVELS:
+                raise ValueError(
+                    f"{self.slug}: concordance grade {grade.value!r} must be a ConcordanceGrade "
+                    f"with a level in {AGREEMENT_LEVELS}"
+                )
         for section in self.report_sections:
             missing = set(section.fields) - review_names
             if missing:

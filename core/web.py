@@ -95,6 +95,12 @@ NOTICES: dict[str, tuple[str, str]] = {
     "offer-declined": ("success", "You declined the case. We will find another doctor for it."),
     "case-handed-back": ("success", "You handed the case back to the coordinators."),
     "settings-saved": ("success", "Your reviewing settings are saved."),
+    "review-saved": ("success", "Your draft is saved."),
+    "review-signed": ("success", "The review is signed."),
+    "urgent-marked": ("success", "Marked as urgent: the coordinators are alerted."),
+    "urgent-in-hand": ("success", "You have taken the urgent finding in hand."),
+    "communication-logged": ("success", "The conversation is logged."),
+    "hold-saved": ("success", "The report setting is saved."),
     "away-added": ("success", "No case will be offered to you on those days."),
     "away-removed": ("success", "The out-of-office days are removed."),
     "doctor-settings-saved": ("success", "The doctor's reviewing settings are saved."),
@@ -104,6 +110,11 @@ NOTICES: dict[str, tuple[str, str]] = {
         "The request is sent: the patient is emailed and the case waits, its clock paused.",
     ),
     "request-closed": ("success", "The request is closed."),
+    "question-asked": (
+        "success",
+        "Your question is sent: the patient is emailed that there is one, and the case waits "
+        "for the answer with its clock paused.",
+    ),
     "request-answered": (
         "success",
         "Thank you. We told the team; the time for your report runs again from today.",
@@ -127,6 +138,7 @@ NOTICE_SECTIONS: dict[str, str] = {
     "records-requested": "needs",
     "request-closed": "needs",
     "request-answered": "needs",
+    "question-asked": "questions",
     "material-recorded": "materials",
     "material-returned": "materials",
 }

@@ -10,7 +10,19 @@ from core.cases import service as cases
 from core.cases.tables import Case
 from core.documents import service as documents
 from core.hookspecs import hookimpl
-from core.specialty import Form, PhysicalMaterial, RequiredDocument, ShowIf, Specialty, Text
+from core.specialty import (
+    AGREES,
+    DIFFERS,
+    ConcordanceGrade,
+    Form,
+    LongText,
+    PhysicalMaterial,
+    RequiredDocument,
+    ShowIf,
+    Specialty,
+    Text,
+    YesNo,
+)
 from tests.support import post_form
 
 CHECKUP = Specialty(
@@ -37,6 +49,24 @@ CHECKUP = Specialty(
             applies_when=(ShowIf("diagnosis", ("Tumour",)),),
         ),
     ),
+    # A small review form for tests/test_review.py: a show-if field and a rule across fields.
+    review=Form(
+        version=1,
+        fields=(
+            LongText(name="opinion", label="Opinion", required=True),
+            YesNo(name="operate", label="Is an operation needed?", required=True),
+            Text(
+                name="operation",
+                label="Which operation",
+                required=True,
+                show_if=ShowIf("operate", ("yes",)),
+            ),
+        ),
+    ),
+    concordance=(
+        ConcordanceGrade("same", "Same conclusion", level=AGREES),
+        ConcordanceGrade("other", "Another conclusion", level=DIFFERS),
+    ),
 )
 
 
@@ -44,6 +74,13 @@ class CheckupPlugin:
     @hookimpl
     def consilium_specialties(self) -> list[Specialty]:
         return [CHECKUP]
+
+    @hookimpl
+    def consilium_validate_review(self, values: dict) -> dict[str, str] | None:
+        # "Another conclusion" with no operation: say which conclusion, in the opinion.
+        if values.get("concordance") == "other" and "instead" not in (values.get("opinion") or ""):
+            return {"opinion": "Say what you conclude instead."}
+        return None
 
 
 def with_checkup(app):

@@ -33,12 +33,18 @@ def csrf_token(client: AsyncClient) -> str:
 
 
 async def post_form(
-    client: AsyncClient, path: str, data: dict | list | None = None, *, csrf: bool = True
+    client: AsyncClient,
+    path: str,
+    data: dict | list | None = None,
+    *,
+    csrf: bool = True,
+    headers: dict[str, str] | None = None,
 ):
-    """POST a form the way a browser does after loading a page (which sets the CSRF cookie)."""
+    """POST a form the way a browser does after loading a page (which sets the CSRF cookie);
+    `headers` adds to it (e.g. {"hx-request": "true"} for what htmx sends)."""
     if csrf and not csrf_token(client):
         await client.get("/login")
-    headers = {"x-csrftoken": csrf_token(client)} if csrf else {}
+    headers = {**({"x-csrftoken": csrf_token(client)} if csrf else {}), **(headers or {})}
     return await client.post(path, data=data or {}, headers=headers, follow_redirects=False)
 
 

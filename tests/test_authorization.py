@@ -198,6 +198,16 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "coordinator": 200,
         "admin": 200,
     },
+    # A whole imaging study: the download's reader check comes first (others 404, no study
+    # looked up), but the matrix's document is a PDF, not a file of a DICOM study, so readers
+    # get 404 too. Readers' 200 with a real study: tests/test_study_download.py.
+    ("GET", "/cases/{uid:str}/documents/{doc:str}/study"): {
+        **owner_only(404),
+        "doctor": 404,
+        "assigned_doctor": 404,
+        "coordinator": 404,
+        "admin": 404,
+    },
     # Previews follow the download's rules (the matrix's document is a PDF, so it can be shown).
     ("GET", "/cases/{uid:str}/documents/{doc:str}/view"): {
         **owner_only(200),
@@ -288,6 +298,55 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/doctor/cases/{uid:str}/hand-back"): {
         **only("assigned_doctor", 400, anonymous=401),
         "doctor": 404,
+    },
+    # The doctor's questions to the patient (core/pages/doctor_requests.py): only the doctor
+    # the case is with; an empty question is refused (400) before the state is looked at.
+    ("GET", "/doctor/cases/{uid:str}/requests"): {**only("assigned_doctor"), "doctor": 404},
+    ("POST", "/doctor/cases/{uid:str}/requests"): {
+        **only("assigned_doctor", 400, anonymous=401),
+        "doctor": 404,
+    },
+    # The review workspace (core/pages/review.py): only the doctor the case is with; the case
+    # here is offered, not accepted, so its doctor is sent to the case page to accept it first
+    # (autosave, an htmx call, answers 409). tests/test_review.py covers the accepted case.
+    ("GET", "/doctor/cases/{uid:str}/review"): {**only("assigned_doctor", 303), "doctor": 404},
+    ("POST", "/doctor/cases/{uid:str}/review"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/review/autosave"): {
+        **only("assigned_doctor", 409, anonymous=401),
+        "doctor": 404,
+    },
+    ("GET", "/doctor/cases/{uid:str}/review/sign"): {
+        **only("assigned_doctor", 303),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/review/sign"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/review/urgent"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/review/communications"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/review/hold"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    # Urgent findings on the staff case page: nothing to take in hand here (409); an empty
+    # conversation is refused with its field errors (400).
+    ("POST", "/staff/cases/{uid:str}/urgent/in-hand"): {
+        **only("coordinator", 409, anonymous=401),
+        "admin": 409,
+    },
+    ("POST", "/staff/cases/{uid:str}/communications"): {
+        **only("coordinator", 400, anonymous=401),
+        "admin": 400,
     },
     ("GET", "/doctor/settings"): {**only("doctor"), "assigned_doctor": 200},
     ("POST", "/doctor/settings"): {**only("doctor", 400, anonymous=401), "assigned_doctor": 400},

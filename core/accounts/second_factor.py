@@ -120,6 +120,14 @@ async def check_code(user: User, code: str) -> str | None:
     return None
 
 
+async def check_totp(user: User, code: str) -> bool:
+    """A current code from the authenticator app (spent: a code works once). Recovery codes do
+    not count: signing a review needs the device itself."""
+    secret = open_secret(user)
+    step = _matching_step(secret, code) if secret else None
+    return step is not None and await _use_step(user, step)
+
+
 async def _new_recovery_codes(user: User) -> list[str]:
     await RecoveryCode.delete().where(RecoveryCode.user == user.id)
     codes = []

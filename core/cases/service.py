@@ -714,7 +714,8 @@ async def transition(
     role = actor.role if actor else states.SYSTEM
     if role not in rule.roles:
         raise TransitionRefused("Your account cannot do this.")
-    if rule.owner_only and (actor is None or case.patient != actor.id):
+    # owner_only binds patients; staff may end a wait for them (provide_info, core/completeness).
+    if rule.owner_only and (actor is None or (role == PATIENT and case.patient != actor.id)):
         raise CaseNotFound
     if rule.assigned_only and (actor is None or case.assigned_doctor != actor.id):
         raise CaseNotFound

@@ -77,7 +77,15 @@ TRANSITIONS = {
         Transition("reassign", (OFFERED, ASSIGNED, IN_REVIEW), OFFERED, (COORDINATOR, ADMIN)),
         Transition("start_review", (ASSIGNED,), IN_REVIEW, (DOCTOR,), assigned_only=True),
         Transition("request_info", (IN_REVIEW,), AWAITING_INFO, (DOCTOR,), assigned_only=True),
-        Transition("provide_info", (AWAITING_INFO,), IN_REVIEW, (PATIENT,), owner_only=True),
+        # The last open question ends (core/completeness): the patient answers, or a coordinator
+        # closes it ("We have it", "No longer needed", a material that arrived).
+        Transition(
+            "provide_info",
+            (AWAITING_INFO,),
+            IN_REVIEW,
+            (PATIENT, COORDINATOR, ADMIN),
+            owner_only=True,
+        ),
         Transition("publish_report", (IN_REVIEW,), REPORT_READY, (DOCTOR,), assigned_only=True),
         Transition("close", (REPORT_READY,), CLOSED, (COORDINATOR, ADMIN, SYSTEM)),
     )

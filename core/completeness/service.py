@@ -1,10 +1,16 @@
-"""What a case still needs from outside: records asked of the patient or their doctor, and
-physical materials (slides, blocks, a CD) that arrive by post.
+"""What a case still needs from outside: records asked of the patient or their doctor, the
+reviewing doctor's questions to the patient, and physical materials (slides, blocks, a CD) that
+arrive by post.
 
 Asking makes the case wait (core/cases/pauses.py): its clock stands still and records may be
 added in any state before the report. The case stops waiting when its last open request ends —
 the patient replies, a coordinator marks it received or withdraws it, or the material asked for
 arrives — and its due date then moves by the working days it waited.
+
+The reviewing doctor's questions are requests too (`asked_by_role` "doctor", asked of the
+patient): asking moves the case to awaiting_info (starting the review first if need be), the
+patient must answer in words, and when the last open request ends the case goes back to
+in_review. Their rounds, oldest first, are the case's thread of questions and answers.
 
 A physical material's arrival is a fact for cases (`MaterialsChanged`): a submitted case whose
 specialty requires that material is received only once it is in.
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -32,7 +38,7 @@ from core.errors import InvalidInput, NotFound, Refused
 from core.facts import MaterialsChanged
 from core.ids import parse_uuid
 from core.notifications import service as notifications
-from core.roles import ADMIN, COORDINATOR
+from core.roles import ADMIN, COORDINATOR, DOCTOR
 from core.specialty import PhysicalMaterial, Specialty
 
 MAX_MESSAGE_CHARS = 2000
@@ -44,6 +50,8 @@ MAX_COURIER_REF_CHARS = 100
 
 OPEN, ANSWERED, RECEIVED, WITHDRAWN = "open", "answered", "received", "withdrawn"
 PATIENT, PROVIDER = "patient", "provider"
+# States in which the reviewing doctor may ask the patient: accepted, until the report.
+QUESTION_STATES = (states.ASSIGNED, states.IN_REVIEW, states.AWAITING_INFO)
 STATUS_WORDS = {
     OPEN: "Waiting",
     ANSWERED: "Answered",
@@ -70,13 +78,17 @@ def may_ask(case: Case) -> bool:
 
 
 def check_request(
-    values: dict[str, str], specialty: Specialty | None
+    values: dict[str, str],
+    specialty: Specialty | None,
+    *,
+    empty: str = "Say what is needed and why; the patient reads this.",
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The request form, cleaned: (message, audience, provider_email, material), errors."""
+    """The request form, cleaned: (message, audience, provider_email, material), errors.
+    `empty` is what to say when there is no message."""
     errors: dict[str, str] = {}
     message = (values.get("message") or "").strip()
     if not message:
-        errors["message"] = "Say what is needed and why; the patient reads this."
+        errors["message"] = empty
     elif len(message) > MAX_MESSAGE_CHARS:
         errors["message"] = f"Use at most {MAX_MESSAGE_CHARS} characters."
     audience = values.get("audience") or PATIENT
@@ -122,6 +134,7 @@ async def ask(
             uid=uuid.uuid4(),
             case=case.id,
             asked_by=staff.id,
+            asked_by_role=staff.role,
             asked_at=clock.now(),
             message=cleaned["message"],
             audience=cleaned["audience"],
@@ -184,6 +197,108 @@ async def ask(
     return request
 
 
+# The reviewing doctor's questions ------------------------------------------------------------
+
+
+def may_question(case: Case) -> bool:
+    """The doctor a case is with may ask the patient once they accepted it, until the report."""
+    return case.status in QUESTION_STATES
+
+
+def check_question(
+    values: dict[str, str], specialty: Specialty | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The doctor's question form, cleaned as a coordinator's request of the patient: always
+    the patient (never the provider link), optionally a physical material of the specialty."""
+    return check_request(
+        {**values, "audience": PATIENT, "provider_email": ""},
+        specialty,
+        empty="Write your question; the patient reads it on their case page.",
+    )
+
+
+async def ask_question(
+    case: Case, doctor: User, values: dict[str, str], specialty: Specialty | None, *, ip: str | None
+) -> RecordsRequest:
+    """The doctor the case is with asks the patient a question (records to add, or a material
+    to post, may be named in it): in one transaction the review starts if it had not, the case
+    becomes awaiting_info and waits with its clock paused, and the patient is emailed that
+    there is a question — never the question itself."""
+    if doctor.role != DOCTOR or case.assigned_doctor != doctor.id:
+        raise CaseNotFound
+    cleaned, errors = check_question(values, specialty)
+    if errors:
+        raise InvalidInput(errors)
+    not_now = "You can ask the patient once you have accepted the case, until the report."
+    if not may_question(case):
+        raise Refused(not_now)
+    material = cleaned["material"]
+    async with db.transaction():
+        current = await reception.locked_case(case.id)
+        if current is None or current.assigned_doctor != doctor.id:
+            raise CaseNotFound
+        if current.status == states.ASSIGNED:  # asking is where the review starts
+            await cases.transition(current, "start_review", doctor, ip=ip)
+        if current.status == states.IN_REVIEW:
+            await cases.transition(current, "request_info", doctor, ip=ip)
+        elif current.status == states.AWAITING_INFO:  # another question while one is open
+            await note_event(
+                case.id, "question_asked", "The specialist asked another question", doctor
+            )
+        else:
+            raise Refused(not_now)
+        await pauses.start_waiting(case.id, pauses.MATERIALS if material else pauses.PATIENT)
+        request = RecordsRequest(
+            uid=uuid.uuid4(),
+            case=case.id,
+            asked_by=doctor.id,
+            asked_by_role=DOCTOR,
+            asked_at=clock.now(),
+            message=cleaned["message"],
+            audience=PATIENT,
+            provider_email="",
+            material=material,
+            status=OPEN,
+        )
+        await RecordsRequest.insert(request)
+        await audit.record_about(
+            "records_request.ask",
+            request,
+            case=case,
+            actor=doctor,
+            ip=ip,
+            details={"audience": PATIENT, "material": material, "asked_by_role": DOCTOR},
+        )
+        patient = await User.select(User.email).where(User.id == case.patient).first()
+        await notifications.enqueue(
+            to=patient["email"],
+            template="question_asked",
+            context={"reference": case.reference, "case_url": reception.case_url(case)},
+        )
+    case.status = current.status
+    case.waiting_since = case.waiting_since or clock.now()
+    return request
+
+
+def _doctor_case_url(case: Case) -> str:
+    return f"{context.settings().base_url}/doctor/cases/{case.uid}/review#questions"
+
+
+async def _tell_doctor(case: Case, answered: bool) -> None:
+    """The doctor the case is with hears that their question was answered (or closed by a
+    coordinator): the reference and a link only."""
+    if case.assigned_doctor is None:
+        return
+    doctor = await User.select(User.email).where(User.id == case.assigned_doctor).first()
+    if doctor is None:
+        return
+    await notifications.enqueue(
+        to=doctor["email"],
+        template="question_answered" if answered else "question_closed",
+        context={"reference": case.reference, "link": _doctor_case_url(case)},
+    )
+
+
 def _material_label(specialty: Specialty | None, key: str) -> str:
     if specialty is None:
         return key
@@ -208,9 +323,13 @@ async def _open_request(case: Case, uid: str) -> RecordsRequest:
     return found
 
 
-async def _end(request: RecordsRequest, status: str, by: User, answer: str = "") -> bool:
+async def _end(
+    request: RecordsRequest, status: str, by: User, answer: str = "", *, ip: str | None = None
+) -> bool:
     """End one open request (conditional: ending it twice ends it once); the case stops waiting
-    when it was the last. False when it had ended already."""
+    when it was the last, and a case awaiting the patient's answers goes back to review (by
+    `by`: the patient, or the coordinator who closed it). The doctor hears of the end of their
+    question. False when it had ended already."""
     ended = (
         await RecordsRequest.update(
             {
@@ -230,14 +349,22 @@ async def _end(request: RecordsRequest, status: str, by: User, answer: str = "")
     )
     if not still_open:
         await pauses.stop_waiting(request.case)
+    case = await reception.locked_case(request.case)
+    if case is None:
+        return True
+    if not still_open and case.status == states.AWAITING_INFO:
+        await cases.transition(case, "provide_info", by, ip=ip)
+    if request.asked_by_role == DOCTOR:
+        await _tell_doctor(case, answered=status == ANSWERED)
     return True
 
 
 async def answer(
     case: Case, patient: User, request_uid: str, text: str, *, ip: str | None
 ) -> RecordsRequest:
-    """The patient says they have sent what was asked (with a few words if they like): the
-    request is answered and, when it was the last, the clock runs again."""
+    """The patient says they have sent what was asked (with a few words if they like), or
+    answers the reviewing doctor's question (words required): the request is answered and,
+    when it was the last, the clock runs again and the review goes on."""
     if case.patient != patient.id:
         raise CaseNotFound
     text = text.strip()
@@ -248,9 +375,13 @@ async def answer(
         request = await _open_request(case, request_uid)
         if request.material:
             raise Refused("We will tell you when the package arrives; nothing to send here.")
-        if not await _end(request, ANSWERED, patient, text):
+        question = request.asked_by_role == DOCTOR
+        if question and not text:
+            raise InvalidInput({"answer": "Write your answer; the specialist reads it."})
+        if not await _end(request, ANSWERED, patient, text, ip=ip):
             raise RequestNotFound
-        await note_event(case.id, "records_request_answered", "You told us you sent it", patient)
+        note = "You answered the specialist's question" if question else "You told us you sent it"
+        await note_event(case.id, "records_request_answered", note, patient)
         await audit.record_about("records_request.answer", request, case=case, actor=patient, ip=ip)
     return request
 
@@ -266,7 +397,7 @@ async def close(
     async with db.transaction():
         await reception.locked_case(case.id)
         request = await _open_request(case, request_uid)
-        if not await _end(request, outcome, staff):
+        if not await _end(request, outcome, staff, ip=ip):
             raise RequestNotFound
         note = "We have what we asked for" if outcome == RECEIVED else "We no longer need it"
         await note_event(case.id, f"records_request_{outcome}", note, staff)
@@ -276,8 +407,17 @@ async def close(
     return request
 
 
+# How a round of questions that a coordinator ended reads (an answered one shows the answer).
+ENDED_WORDS = {
+    RECEIVED: "Closed by the hospital: what was asked for has arrived.",
+    WITHDRAWN: "Closed by the hospital: no longer needed.",
+}
+
+
 @dataclass(frozen=True)
 class RequestLine:
+    """One request as the pages show it; a doctor's question is also a round of the thread."""
+
     request: RecordsRequest
     asked_by: str
     status_words: str
@@ -292,14 +432,57 @@ class RequestLine:
         """The patient may reply "sent" (materials are answered by their arrival)."""
         return self.open and not self.request.material
 
+    @property
+    def from_doctor(self) -> bool:
+        """The reviewing doctor's question (the patient must answer it in words)."""
+        return self.request.asked_by_role == DOCTOR
 
-async def requests_of(case: Case, specialty: Specialty | None) -> list[RequestLine]:
-    """The case's requests, open ones first, then newest first."""
-    rows = (
-        await RecordsRequest.objects()
-        .where(RecordsRequest.case == case.id)
-        .order_by(RecordsRequest.id, ascending=False)
-    )
+    @property
+    def asker_role(self) -> str:
+        return "Reviewing specialist" if self.from_doctor else "Coordinator"
+
+    @property
+    def asked_at(self) -> datetime:
+        return self.request.asked_at
+
+    @property
+    def message(self) -> str:
+        return self.request.message
+
+    @property
+    def answer(self) -> str:
+        return self.request.answer
+
+    @property
+    def answered(self) -> bool:
+        return self.request.status == ANSWERED
+
+    @property
+    def answered_at(self) -> datetime | None:
+        """When the patient answered (None while open, or when a coordinator ended it)."""
+        return self.request.closed_at if self.answered else None
+
+    @property
+    def ended_words(self) -> str:
+        """How a round a coordinator (or an arrival) ended reads; "" otherwise."""
+        return ENDED_WORDS.get(self.request.status, "")
+
+
+class Requests(list[RequestLine]):
+    """requests_of's lines (open first, then newest), with the two views the case pages show
+    apart: the coordinators' requests for records, and the doctor's questions as a thread."""
+
+    @property
+    def records(self) -> list[RequestLine]:
+        return [line for line in self if not line.from_doctor]
+
+    @property
+    def thread(self) -> list[RequestLine]:
+        """The reviewing doctor's questions and the patient's answers, oldest first."""
+        return sorted((line for line in self if line.from_doctor), key=lambda line: line.request.id)
+
+
+async def _lines(rows: list[RecordsRequest], specialty: Specialty | None) -> list[RequestLine]:
     ids = {row.asked_by for row in rows if row.asked_by}
     names = {
         row["id"]: row["full_name"]
@@ -309,16 +492,52 @@ async def requests_of(case: Case, specialty: Specialty | None) -> list[RequestLi
             else []
         )
     }
-    lines = [
+    return [
         RequestLine(
             request=row,
-            asked_by=names.get(row.asked_by, "A coordinator"),
+            asked_by=names.get(
+                row.asked_by, "The specialist" if row.asked_by_role == DOCTOR else "A coordinator"
+            ),
             status_words=STATUS_WORDS.get(row.status, row.status),
             material=_material_label(specialty, row.material) if row.material else "",
         )
         for row in rows
     ]
-    return sorted(lines, key=lambda line: not line.open)
+
+
+async def requests_of(case: Case, specialty: Specialty | None) -> Requests:
+    """The case's requests, open ones first, then newest first (`.records`, `.thread`)."""
+    rows = (
+        await RecordsRequest.objects()
+        .where(RecordsRequest.case == case.id)
+        .order_by(RecordsRequest.id, ascending=False)
+    )
+    lines = await _lines(rows, specialty)
+    return Requests(sorted(lines, key=lambda line: not line.open))
+
+
+@dataclass(frozen=True)
+class Thread:
+    """The doctor's view of their questions to the patient: the rounds, oldest first, whether
+    they may ask now, and the physical materials they may ask for."""
+
+    rounds: list[RequestLine]
+    can_ask: bool
+    materials: tuple[PhysicalMaterial, ...]
+
+
+async def thread_of(case: Case, specialty: Specialty | None) -> Thread:
+    """The case's doctor's questions and the patient's answers, oldest first."""
+    rows = (
+        await RecordsRequest.objects()
+        .where((RecordsRequest.case == case.id) & (RecordsRequest.asked_by_role == DOCTOR))
+        .order_by(RecordsRequest.id)
+    )
+    return Thread(
+        rounds=await _lines(rows, specialty),
+        can_ask=may_question(case),
+        materials=specialty.physical_materials if specialty else (),
+    )
 
 
 # Physical materials -------------------------------------------------------------------------
@@ -429,7 +648,7 @@ async def record_arrival(
             & (RecordsRequest.material == arrival.material)
         )
         for request in waiting_for_it:
-            await _end(request, RECEIVED, staff)
+            await _end(request, RECEIVED, staff, ip=ip)
         await context.current().events.publish(
             MaterialsChanged(case.id, await _arrived_keys(case.id))
         )

@@ -18,12 +18,18 @@ from core.documents.tables import ProviderLink
 
 class RecordsRequest(Table, tablename="completeness_request"):
     """A coordinator asks the patient, or the patient's doctor through an upload link, for
-    missing or unreadable records, or for physical materials. While any request of a case is
-    open the case waits and its clock is paused (core/cases/pauses.py)."""
+    missing or unreadable records, or for physical materials; or the reviewing doctor asks the
+    patient a question (`asked_by_role` "doctor"; the case is awaiting_info until it ends).
+    While any request of a case is open the case waits and its clock is paused
+    (core/cases/pauses.py)."""
 
     uid = UUID(unique=True, index=True)
     case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
     asked_by = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    # The asker's role when they asked ("coordinator", "admin", "doctor"), kept on the row: the
+    # rules for a doctor's question (an answer is required, ending it resumes the review) must
+    # not change if the account's role does, or go when the account is deleted.
+    asked_by_role = Varchar(length=16, default="coordinator")
     asked_at = Timestamptz(default=TimestamptzNow())
     message = Text()  # what is needed and why, in the coordinator's words; the patient reads it
     # "patient", or "provider": their doctor, emailed an upload link (`link`)

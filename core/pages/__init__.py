@@ -2,7 +2,7 @@
 the request wizard with its fee; the staff queues). They sit above every domain; a domain's own
 actions answer from its routes.py."""
 
-from core.pages import attention, case, doctor, home, requests, staff
+from core.pages import attention, case, doctor, doctor_requests, home, requests, review, staff
 
 ROUTES = [
     *home.ROUTES,
@@ -10,5 +10,7 @@ ROUTES = [
     *case.ROUTES,
     *staff.ROUTES,
     *doctor.ROUTES,
+    *review.ROUTES,
+    *doctor_requests.ROUTES,
     *attention.ROUTES,
 ]

@@ -5,7 +5,8 @@ other pages cost nothing), and the digest emailed once a day at the person's hou
 time zone (core/accounts/preferences.py), which a periodic job sends (core/schedule).
 
 - A doctor: the offers waiting for their answer, and their cases at risk or overdue.
-- A coordinator or an admin: cases to assign, offers not answered yet, cases at risk, overdue,
+- A coordinator or an admin: urgent findings nobody has taken in hand, cases to assign,
+  offers not answered yet, cases at risk, overdue,
   and submitted cases waiting for physical materials.
 """
 
@@ -30,6 +31,7 @@ from core.cases.tables import Case
 from core.errors import InvalidInput
 from core.notifications import service as notifications
 from core.pages.common import form_lists
+from core.reviews import urgent
 from core.roles import ADMIN, COORDINATOR, DOCTOR
 from core.security import role_guard
 from core.web import page, redirect
@@ -108,6 +110,7 @@ async def needs_of(user: User) -> list[Heading]:
             if reception.missing_materials(case, plugins.specialty(case.specialty))
         ][:LIMIT]
         headings = [
+            Heading("Urgent finding: call now", await urgent.cases_waiting_for_staff(LIMIT)),
             Heading("Overdue", late, "/staff/cases?queue=open&due=overdue"),
             Heading("To assign", to_assign, "/staff/cases?queue=received"),
             Heading(

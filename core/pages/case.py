@@ -26,6 +26,7 @@ from core.documents import service as documents
 from core.errors import InvalidInput, NotFound, Refused
 from core.pages.common import own_case, records_page
 from core.payments import service as payments
+from core.reviews import urgent
 from core.roles import PATIENT
 from core.security import role_guard
 from core.web import client_ip, form_data, page, redirect
@@ -106,6 +107,7 @@ async def case_page(
         requests=await completeness.requests_of(case, specialty),
         materials=await completeness.materials_of(case, specialty),
         clock=await pauses.clock_of(case),
+        please_call=(await urgent.urgency_of(case)).patient_should_call,
         values=extra.pop("values", {}),
         answer_errors=extra.pop("answer_errors", {}),
         **extra,

@@ -54,3 +54,18 @@ async def records_page(request: Request, case: Case, path: str) -> dict[str, Any
         "documents": await documents.lines_led_by(case, found.rows),
         **{name: link for name, link in found.links(path, {}).items()},
     }
+
+
+async def urgent_panel(case: Case, base: str, **flags: bool) -> dict[str, Any]:
+    """What templates/reviews/_urgent.html needs: the case's urgency, where its forms post, and
+    what the viewer may do (`can_mark`, `can_take`, `can_hold`)."""
+    from core.reviews import urgent
+
+    return {
+        "urgency": await urgent.urgency_of(case),
+        "base": base,
+        "categories": urgent.CATEGORIES,
+        "audiences": urgent.AUDIENCES,
+        "methods": urgent.METHODS,
+        **{name: flags.get(name, False) for name in ("can_mark", "can_take", "can_hold")},
+    }

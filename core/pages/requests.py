@@ -22,12 +22,11 @@ from core.assignment import service as assignment
 from core.cases import reception, states
 from core.cases import service as cases
 from core.cases.tables import Case
-from core.forms import MappingFormData, visible_names
+from core.forms import MappingFormData, change_rows, visible_names
 from core.pages.common import form_lists, own_case, specialty_of
 from core.payments import service as payments
 from core.roles import PATIENT
 from core.security import role_guard
-from core.specialty import Specialty
 from core.web import client_ip, page, redirect
 
 STEP_TITLES = {
@@ -149,7 +148,7 @@ class RequestController(Controller):
         raw = await form_lists(request)
         action = (await request.form()).get("action", "")
         if step == "intake" and isinstance(action, str) and action.startswith(("add:", "remove:")):
-            raw = _change_rows(specialty, raw, action)
+            raw = change_rows(specialty.intake, raw, action)
             await cases.autosave(case, "intake", raw)
             return await self._render_step(request, case, "intake")
         if step == "subject":
@@ -234,26 +233,6 @@ class RequestController(Controller):
         except cases.TransitionRefused:
             return redirect(f"/cases/{case.uid}", "cannot-cancel")
         return redirect("/dashboard", "request-cancelled")
-
-
-def _change_rows(
-    specialty: Specialty, raw: dict[str, list[str]], action: str
-) -> dict[str, list[str]]:
-    """Add a blank row to a repeating group, or remove one (no JavaScript needed)."""
-    from core.forms import Repeating, group_indexes
-
-    parts = action.split(":")
-    group = specialty.intake.field(parts[1]) if len(parts) > 1 else None
-    if not isinstance(group, Repeating):
-        return raw
-    base = f"{group.name}."
-    indexes = group_indexes(MappingFormData(raw), base)
-    if parts[0] == "add" and len(indexes) < group.max_items:
-        raw = {**raw, f"{base}{(indexes[-1] + 1) if indexes else 0}.{group.fields[0].name}": [""]}
-    elif parts[0] == "remove" and len(parts) == 3 and parts[2].isdigit():
-        prefix = f"{base}{parts[2]}."
-        raw = {key: value for key, value in raw.items() if not key.startswith(prefix)}
-    return raw
 
 
 ROUTES = [RequestController]

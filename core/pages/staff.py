@@ -23,8 +23,9 @@ from core.cases import service as cases
 from core.cases.tables import Case
 from core.completeness import service as completeness
 from core.errors import InvalidInput, Refused
-from core.pages.common import records_page
+from core.pages.common import records_page, urgent_panel
 from core.payments import service as payments
+from core.reviews import urgent
 from core.roles import ADMIN, COORDINATOR
 from core.security import role_guard
 from core.web import Page, client_ip, form_data, page, page_request, paginate, redirect
@@ -151,6 +152,7 @@ class StaffCaseController(Controller):
             materials=await completeness.materials_of(case, specialty),
             can_ask=completeness.may_ask(case),
             clock=await pauses.clock_of(case),
+            **await urgent_panel(case, f"/staff/cases/{case.uid}", can_take=True),
             values=extra.pop("values", {}),
             errors=extra.pop("errors", {}),
             **extra,
@@ -268,6 +270,26 @@ class StaffCaseController(Controller):
             lambda case, values: completeness.close(
                 case, request.user, ask, values.get("outcome", ""), ip=ip
             ),
+        )
+
+    @post("/{uid:str}/urgent/in-hand")
+    async def take_urgent(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "urgent-in-hand",
+            lambda case, values: urgent.take_in_hand(case, request.user, ip=ip),
+        )
+
+    @post("/{uid:str}/communications")
+    async def log_conversation(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        ip = client_ip(request)
+        return await self._act(
+            request,
+            uid,
+            "communication-logged",
+            lambda case, values: urgent.log(case, request.user, values, ip=ip),
         )
 
     @post("/{uid:str}/materials")

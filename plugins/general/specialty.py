@@ -5,7 +5,11 @@ reviewing doctor and uses clinical terms.
 """
 
 from core.specialty import (
+    AGREES,
+    DIFFERS,
+    DIFFERS_IN_DETAIL,
     Choice,
+    ConcordanceGrade,
     DateField,
     DocumentKind,
     Form,
@@ -184,7 +188,8 @@ INTAKE = Form(
 )
 
 REVIEW = Form(
-    version=1,
+    # 2: the answers to the patient's questions are core's (one per question), no longer a field.
+    version=2,
     fields=(
         LongText(
             name="case_summary",
@@ -213,12 +218,6 @@ REVIEW = Form(
                 "Treatment options with expected benefit and main risks; comment on the current "
                 "plan and medication list (interactions, dosing, contraindications)."
             ),
-            required=True,
-        ),
-        LongText(
-            name="answers",
-            label="Answers to the patient's questions",
-            help="Answer each question from the patient's questions step, in plain language.",
             required=True,
         ),
         SingleChoice(
@@ -276,21 +275,21 @@ SPECIALTY = Specialty(
     accepted_kinds=(DocumentKind.PDF, DocumentKind.IMAGE),
     review=REVIEW,
     concordance=(
-        Choice("agree", "Agree", help="Same diagnosis and management."),
-        Choice(
+        ConcordanceGrade("agree", "Agree", help="Same diagnosis and management.", level=AGREES),
+        ConcordanceGrade(
             "agree_minor",
             "Agree with minor differences",
             help="Same diagnosis; small changes to tests, dosing or follow-up.",
+            level=DIFFERS_IN_DETAIL,
         ),
-        Choice(
+        ConcordanceGrade(
             "partially_disagree",
             "Partially disagree",
             help="Diagnosis or management changed in part, e.g. a different treatment option.",
+            level=DIFFERS,
         ),
-        Choice(
-            "disagree",
-            "Disagree",
-            help="Major change in diagnosis or management.",
+        ConcordanceGrade(
+            "disagree", "Disagree", help="Major change in diagnosis or management.", level=DIFFERS
         ),
     ),
     report_sections=(
@@ -301,7 +300,6 @@ SPECIALTY = Specialty(
             "Recommendations",
             ("further_tests", "recommended_treatment", "follow_up_urgency"),
         ),
-        ReportSection("questions", "Your questions answered", ("answers",)),
     ),
     for_children=True,
 )

@@ -1,7 +1,11 @@
 """Lab and biopsy reports: a pathologist reviews blood work, a biopsy or a cytology report."""
 
 from core.specialty import (
+    AGREES,
+    DIFFERS,
+    DIFFERS_IN_DETAIL,
     Choice,
+    ConcordanceGrade,
     DateField,
     DocumentKind,
     Form,
@@ -182,7 +186,8 @@ REVIEW = Form(
     fields=(
         MultiChoice(
             name="material_reviewed",
-            label="Material reviewed",
+            label="Basis of this opinion",
+            help="What the diagnosis rests on (the items are ticked under “What you reviewed”).",
             required=True,
             choices=(
                 Choice("report", "Original report only"),
@@ -342,16 +347,18 @@ SPECIALTY = Specialty(
     accepted_kinds=(DocumentKind.PDF, DocumentKind.IMAGE),
     review=REVIEW,
     concordance=(
-        Choice("concordant", "Concordant", help="Same diagnosis."),
-        Choice(
+        ConcordanceGrade("concordant", "Concordant", help="Same diagnosis.", level=AGREES),
+        ConcordanceGrade(
             "minor_discordance",
             "Minor discordance",
             help="A difference that does not change management.",
+            level=DIFFERS_IN_DETAIL,
         ),
-        Choice(
+        ConcordanceGrade(
             "major_discordance",
             "Major discordance",
             help="A difference that changes management or prognosis.",
+            level=DIFFERS,
         ),
     ),
     report_sections=(

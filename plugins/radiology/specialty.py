@@ -1,7 +1,11 @@
 """Radiology second opinion: a radiologist reads the images again and compares with the report."""
 
 from core.specialty import (
+    AGREES,
+    DIFFERS,
+    DIFFERS_IN_DETAIL,
     Choice,
+    ConcordanceGrade,
     DateField,
     DocumentKind,
     Form,
@@ -316,16 +320,20 @@ SPECIALTY = Specialty(
     accepted_kinds=(DocumentKind.PDF, DocumentKind.IMAGE, DocumentKind.DICOM),
     review=REVIEW,
     concordance=(
-        Choice("agree", "Agree", help="No discrepancy with the original report."),
-        Choice(
+        ConcordanceGrade(
+            "agree", "Agree", help="No discrepancy with the original report.", level=AGREES
+        ),
+        ConcordanceGrade(
             "minor_discrepancy",
             "Minor discrepancy",
             help="A difference unlikely to change management.",
+            level=DIFFERS_IN_DETAIL,
         ),
-        Choice(
+        ConcordanceGrade(
             "major_discrepancy",
             "Major discrepancy",
             help="A difference likely to change management or outcome.",
+            level=DIFFERS,
         ),
     ),
     report_sections=(

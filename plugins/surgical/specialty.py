@@ -1,7 +1,11 @@
 """The surgical second opinion: is the proposed (non-emergency) operation the right one?"""
 
 from core.specialty import (
+    AGREES,
+    DIFFERS,
+    DIFFERS_IN_DETAIL,
     Choice,
+    ConcordanceGrade,
     DateField,
     DocumentKind,
     Form,
@@ -331,21 +335,23 @@ SPECIALTY = Specialty(
     accepted_kinds=(DocumentKind.PDF, DocumentKind.IMAGE, DocumentKind.DICOM),
     review=REVIEW,
     concordance=(
-        Choice("agree", "Agree", help="Agree with the proposed operation and its timing."),
-        Choice(
+        ConcordanceGrade(
+            "agree", "Agree", help="Agree with the proposed operation and its timing.", level=AGREES
+        ),
+        ConcordanceGrade(
             "agree_minor",
             "Agree with minor differences",
             help="Same operation; differences in work-up, timing or technique details.",
+            level=DIFFERS_IN_DETAIL,
         ),
-        Choice(
+        ConcordanceGrade(
             "different_operation",
             "Partially disagree",
             help="Surgery is indicated, but a different operation or approach is recommended.",
+            level=DIFFERS,
         ),
-        Choice(
-            "disagree",
-            "Disagree",
-            help="Surgery is not recommended at this time.",
+        ConcordanceGrade(
+            "disagree", "Disagree", help="Surgery is not recommended at this time.", level=DIFFERS
         ),
     ),
     report_sections=(

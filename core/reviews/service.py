@@ -1,0 +1,366 @@
+"""The doctor's structured review: the draft they write, the checks before signing, the signed
+review that nobody can change afterwards.
+
+Who: only the doctor who accepted the case (assignment's rule); a draft is its author's alone.
+The first save starts the review (assigned → in review). Signing needs the password and a
+current code from the authenticator app, a draft that is the one previewed, every field valid
+(the plugin's per field, core's, the plugin's `consilium_validate_review` across fields), and
+the doctor's registration on their profile; it writes one immutable row (database triggers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core import clock, context, db
+from core.accounts import passwords, second_factor
+from core.accounts.tables import DoctorProfile, User
+from core.assignment import service as assignment
+from core.audit import service as audit
+from core.cases import service as cases
+from core.cases import states
+from core.cases.tables import Case
+from core.completeness.tables import MaterialArrival
+from core.documents.listing import record_lines
+from core.documents.records import COMPLETE
+from core.documents.tables import Document
+from core.errors import InvalidInput, Refused
+from core.facts import ReviewSigned
+from core.forms import Form, MappingFormData, StoredAnswers, summarise, visible_names
+from core.plugins import PluginHost
+from core.reviews.form import CoreFields, Material, core_fields, cross_check, materials_from
+from core.reviews.tables import ReviewDraft, SignedReview
+from core.specialty import Specialty
+
+# What a page posts besides the fields: never part of the draft.
+CONTROL_KEYS = {"version", "action", "overwrite", "password", "code", "confirm"}
+
+
+class NotAccepted(Refused):
+    """The case is offered to this doctor, not accepted yet: there is nothing to review."""
+
+
+class ReviewClosed(Refused):
+    """The review cannot change now (signed, or the case left the doctor)."""
+
+
+class StaleDraft(Refused):
+    """A save based on an older version of the draft: refused, with the newer draft."""
+
+    def __init__(self, current: Draft) -> None:
+        super().__init__(
+            "This draft was changed in another tab or window after this page loaded. "
+            "Nothing was overwritten: the newer text is shown below."
+        )
+        self.current = current
+
+
+class SignRefused(Refused):
+    pass
+
+
+@dataclass
+class Draft:
+    raw: dict[str, list[str]] = field(default_factory=dict)
+    version: int = 0
+    updated_at: datetime | None = None
+
+
+async def accepted_case(doctor: User, uid: str) -> Case:
+    """The case, when this doctor accepted it; not found for anyone else (CaseNotFound)."""
+    line = await assignment.doctor_case(doctor, uid)
+    if line.is_offer:
+        raise NotAccepted("Accept the case before you start the review.")
+    return line.case
+
+
+async def draft_of(case: Case, doctor: User) -> Draft:
+    row = (
+        await ReviewDraft.select(ReviewDraft.raw, ReviewDraft.version, ReviewDraft.updated_at)
+        .where((ReviewDraft.case == case.id) & (ReviewDraft.doctor == doctor.id))
+        .first()
+    )
+    if row is None:
+        return Draft()
+    return Draft(json.loads(row["raw"] or "{}"), row["version"], row["updated_at"])
+
+
+def _entries(raw: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {
+        key: [str(v) for v in values]
+        for key, values in raw.items()
+        if key not in CONTROL_KEYS and not key.startswith("_")
+    }
+
+
+async def save_draft(
+    case: Case, doctor: User, raw: dict[str, list[str]], based_on: int, *, ip: str | None
+) -> Draft:
+    """Keep what was typed, valid or not, if the draft is still the version `based_on`;
+    StaleDraft (with the newer draft) otherwise. The first save starts the review."""
+    await _editable(case, doctor)
+    if case.status == states.ASSIGNED:
+        await cases.transition(case, "start_review", doctor, ip=ip)
+    entries = json.dumps(_entries(raw))
+    now = clock.now()
+    if based_on == 0:
+        try:
+            await ReviewDraft.insert(
+                ReviewDraft(case=case.id, doctor=doctor.id, raw=entries, version=1, updated_at=now)
+            )
+            return Draft(json.loads(entries), 1, now)
+        except Exception:  # the unique (case, doctor) index: another tab saved first
+            raise StaleDraft(await draft_of(case, doctor)) from None
+    updated = (
+        await ReviewDraft.update(
+            {
+                ReviewDraft.raw: entries,
+                ReviewDraft.version: based_on + 1,
+                ReviewDraft.updated_at: now,
+            }
+        )
+        .where(
+            (ReviewDraft.case == case.id)
+            & (ReviewDraft.doctor == doctor.id)
+            & (ReviewDraft.version == based_on)
+        )
+        .returning(ReviewDraft.version)
+    )
+    if not updated:
+        raise StaleDraft(await draft_of(case, doctor))
+    return Draft(json.loads(entries), based_on + 1, now)
+
+
+async def _editable(case: Case, doctor: User) -> None:
+    if case.assigned_doctor != doctor.id or case.status not in (
+        states.ASSIGNED,
+        states.IN_REVIEW,
+        states.AWAITING_INFO,
+    ):
+        raise ReviewClosed("This review can no longer be changed.")
+    if await signed_of(case) is not None:
+        raise ReviewClosed("This review is signed: it can no longer be changed.")
+
+
+# The form ---------------------------------------------------------------------------------
+
+
+async def materials_of(case: Case) -> list[Material]:
+    """What the doctor may tick as reviewed: the records (with each imaging series) and the
+    physical materials that arrived."""
+    docs = list(
+        await Document.objects()
+        .where((Document.case == case.id) & (Document.status == COMPLETE))
+        .order_by(Document.id)
+    )
+    arrivals = await MaterialArrival.objects().where(MaterialArrival.case == case.id)
+    plugins: PluginHost = context.current().plugins
+    specialty = plugins.specialty(case.specialty)
+    labels = {m.key: m.label for m in specialty.physical_materials} if specialty else {}
+    found = [
+        (
+            str(a.uid),
+            labels.get(a.material, a.material),
+            ", ".join(x for x in (f"{a.count} received", a.identifiers) if x),
+        )
+        for a in arrivals
+    ]
+    return materials_from(record_lines(docs), found)
+
+
+@dataclass
+class Workspace:
+    """What the review page shows and checks: the plugin's form and core's fields for this case."""
+
+    specialty: Specialty
+    core: CoreFields
+    materials: list[Material]
+
+    @property
+    def core_form(self) -> Form:
+        return Form(version=1, fields=self.core.all)
+
+    def in_words(self, raw: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """Whatever a draft holds, in words (a draft need not be valid)."""
+        data = MappingFormData(raw)
+        values, _ = self.specialty.review.validate(data)
+        core_values, _ = self.core_form.validate(data)
+        return summarise(self.specialty.review.fields, values) + summarise(
+            self.core.all, core_values
+        )
+
+    def visible(self, raw: dict[str, list[str]]) -> set[str]:
+        data = MappingFormData(raw)
+        return visible_names(self.specialty.review, data) | visible_names(self.core_form, data)
+
+
+async def workspace(case: Case, specialty: Specialty) -> Workspace:
+    materials = await materials_of(case)
+    return Workspace(
+        specialty, core_fields(specialty, cases.questions_of(case), materials), materials
+    )
+
+
+@dataclass
+class Checked:
+    """A draft checked as for signing: the cleaned values, and what is wrong."""
+
+    specialty_values: dict[str, Any]
+    core_values: dict[str, Any]
+    errors: dict[str, str]
+
+
+def check(space: Workspace, plugins: PluginHost, raw: dict[str, list[str]]) -> Checked:
+    data = MappingFormData(raw)
+    values, errors = space.specialty.review.validate(data)
+    core_values, core_errors = space.core_form.validate(data)
+    errors = {**errors, **core_errors}
+    if not errors:
+        across = {**values, "concordance": core_values.get("concordance")}
+        errors = {
+            **plugins.validate_review(space.specialty, across),
+            **cross_check(space.specialty, core_values),
+        }
+    # In the page's order, so the summary at the top reads like the form.
+    order = [
+        space.core.materials.name,
+        *(f.name for f in space.specialty.review.fields),
+        *(f.name for f in space.core.all[1:]),
+    ]
+
+    def place(key: str) -> int:
+        top = key.split(".", 1)[0]
+        return order.index(top) if top in order else len(order)
+
+    errors = dict(sorted(errors.items(), key=lambda item: place(item[0])))
+    return Checked(values, core_values, errors)
+
+
+@dataclass
+class Preview:
+    """The review as it will read: each part's answers in words."""
+
+    specialty: list[dict[str, Any]]
+    materials: list[str]
+    answers: list[dict[str, Any]]
+    conclusions: list[dict[str, Any]]
+
+
+def preview(space: Workspace, checked: Checked) -> Preview:
+    chosen = set(checked.core_values.get("materials") or [])
+    return Preview(
+        specialty=summarise(space.specialty.review.fields, checked.specialty_values),
+        materials=[m.label for m in space.materials if m.value in chosen],
+        answers=summarise(space.core.answers, checked.core_values),
+        conclusions=summarise(space.core.conclusions, checked.core_values),
+    )
+
+
+# Signing ----------------------------------------------------------------------------------
+
+
+async def signed_of(case: Case) -> SignedReview | None:
+    return (
+        await SignedReview.objects()
+        .where(SignedReview.case == case.id)
+        .order_by(SignedReview.sequence, ascending=False)
+        .first()
+    )
+
+
+async def sign(
+    case: Case,
+    doctor: User,
+    space: Workspace,
+    plugins: PluginHost,
+    *,
+    version: int,
+    password: str,
+    code: str,
+    confirmed: bool,
+    ip: str | None,
+) -> SignedReview:
+    """Sign the draft of `version`. Refused (SignRefused) without confirmation, with a wrong
+    password or code, or while a question to the patient is open; InvalidInput when a field is
+    wrong; StaleDraft when the draft changed after the preview."""
+    await _editable(case, doctor)
+    draft = await draft_of(case, doctor)
+    if draft.version != version or version == 0:
+        raise StaleDraft(draft)
+    if not confirmed:
+        raise SignRefused("Tick the box to confirm that this is your opinion.", status=400)
+    profile = await DoctorProfile.objects().where(DoctorProfile.doctor == doctor.id).first()
+    if profile is None or not (profile.registration_number and profile.registering_body):
+        raise SignRefused(
+            "Add your registration number and registering body in your settings: the report "
+            "states them.",
+            status=400,
+        )
+    good_password, _ = await passwords.verify_password(doctor.password_hash, password)
+    # The code is spent only after a good password: a wrong password must not use up a step.
+    if not (good_password and await second_factor.check_totp(doctor, code.strip())):
+        await audit.record_about(
+            "review.sign", case, case=case, actor=doctor, ip=ip, outcome="failure"
+        )
+        raise SignRefused(
+            "The password or the code from your authenticator app is not right.", status=400
+        )
+    if case.status != states.IN_REVIEW:
+        raise SignRefused(
+            "A question to the patient is still open: sign when it is answered or withdrawn."
+        )
+    checked = check(space, plugins, draft.raw)
+    if checked.errors:
+        raise InvalidInput(checked.errors)
+    content = {
+        "specialty": StoredAnswers.capture(
+            space.specialty.review, checked.specialty_values
+        ).as_json(),
+        "core": StoredAnswers.capture(space.core_form, checked.core_values).as_json(),
+        "materials": preview(space, checked).materials,
+    }
+    text = json.dumps(content, sort_keys=True, ensure_ascii=False)
+    name = doctor.full_name
+    row = SignedReview(
+        uid=uuid.uuid4(),
+        case=case.id,
+        sequence=1,
+        doctor=doctor.id,
+        specialty=case.specialty,
+        form_version=space.specialty.review.version,
+        content=text,
+        content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        agreement=checked.core_values["agreement"],
+        concordance=checked.core_values.get("concordance") or "",
+        signer_name=name,
+        signer_title=profile.title,
+        registration_number=profile.registration_number,
+        registering_body=profile.registering_body,
+        signed_at=clock.now(),
+    )
+    try:
+        async with db.transaction():
+            await SignedReview.insert(row)
+            await ReviewDraft.delete().where(
+                (ReviewDraft.case == case.id) & (ReviewDraft.doctor == doctor.id)
+            )
+            await context.current().events.publish(
+                ReviewSigned(case_id=case.id, review_uid=row.uid)
+            )
+            await audit.record_about(
+                "review.sign", row, case=case, actor=doctor, ip=ip, details={"sequence": 1}
+            )
+    except Exception:
+        if await signed_of(case) is not None:  # another tab signed first
+            raise ReviewClosed("This review is signed: it can no longer be changed.") from None
+        raise
+    return row
+
+
+def signed_content(review: SignedReview) -> dict[str, Any]:
+    return json.loads(review.content)
