@@ -17,6 +17,7 @@ from litestar import Litestar
 
 from core.app import create_app
 from core.assignment.tables import Offer
+from core.cases import readers
 from core.cases import service as cases
 from core.cases.tables import Case
 from core.completeness.tables import MaterialArrival, RecordsRequest
@@ -24,6 +25,7 @@ from core.documents import links, resumable
 from core.documents.service import store_upload
 from core.payments import service as payments
 from core.payments.tables import Payment
+from core.reviews.tables import ColleagueInvite
 from core.settings import Settings
 from tests.conftest import make_settings, open_client, use_settings
 from tests.support import csrf_token, make_person, post_form, sign_in
@@ -348,6 +350,24 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         **only("coordinator", 400, anonymous=401),
         "admin": 400,
     },
+    # A colleague's opinion: the reviewing doctor invites (the case is only offered here, so
+    # its doctor is sent to accept it first); the invited colleague reads and answers.
+    ("POST", "/doctor/cases/{uid:str}/review/colleagues"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/review/colleagues/{invite:str}/withdraw"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    ("GET", "/doctor/consults/{invite:str}"): {
+        **only("doctor", 404),
+        "assigned_doctor": 404,
+    },
+    ("POST", "/doctor/consults/{invite:str}"): {
+        **only("doctor", 404, anonymous=401),
+        "assigned_doctor": 404,
+    },
     ("GET", "/doctor/settings"): {**only("doctor"), "assigned_doctor": 200},
     ("POST", "/doctor/settings"): {**only("doctor", 400, anonymous=401), "assigned_doctor": 400},
     ("POST", "/doctor/settings/away"): {
@@ -363,6 +383,23 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/admin/fees"): only("admin", 400, anonymous=401),
     ("GET", "/admin/fees/{rule:str}"): only("admin"),
     ("POST", "/admin/fees/{rule:str}"): only("admin", 400, anonymous=401),
+}
+
+
+# The invited colleague (a doctor with a read-only grant on the case, docs/security.md 29) is
+# any other doctor (the rows' "doctor"), except here: they read the records as the case's
+# doctor does (and, like them, add none), and they open and answer their invitation.
+AS_COLLEAGUE = {
+    ("GET", "/cases/{uid:str}/documents/{doc:str}"): 200,
+    ("GET", "/cases/{uid:str}/documents/{doc:str}/view"): 200,
+    ("GET", "/cases/{uid:str}/documents/{doc:str}/preview"): 200,
+    ("POST", "/cases/{uid:str}/documents"): 409,
+    ("POST", "/cases/{uid:str}/uploads"): 409,
+    ("GET", "/cases/{uid:str}/uploads/{upload:str}"): 409,
+    ("PUT", "/cases/{uid:str}/uploads/{upload:str}/chunks/{number:int}"): 409,
+    ("DELETE", "/cases/{uid:str}/uploads/{upload:str}"): 409,
+    ("GET", "/doctor/consults/{invite:str}"): 200,
+    ("POST", "/doctor/consults/{invite:str}"): 400,
 }
 
 
@@ -399,6 +436,7 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("{ask:str}", ids["ask"])
         .replace("{name:str}", "purge_abandoned_uploads")
         .replace("{arrival:str}", ids["arrival"])
+        .replace("{invite:str}", ids["invite"])
         .replace("{uid:str}", ids["staff"])
     )
 
@@ -425,6 +463,7 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
         "coordinator": await make_person("coordinator", "matrix-coord@example.com"),
         "admin": await make_person("admin", "matrix-admin@example.com"),
     }
+    colleague = await make_person("doctor", "matrix-colleague@example.com")
     target = await make_person("doctor", "matrix-target@example.com")
     general = running_app.state.plugins.specialty("general")
     case = await cases.start_request(people["patient"].user, general, ip=None)
@@ -472,7 +511,14 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
         uid=uuid.uuid4(), case=case.id, material="slides", count=2, arrived_on=date.today()
     )
     await MaterialArrival.insert(arrival)
+    # Invited as the reviewing doctor's colleague (tested through the pages in test_review.py).
+    invite = ColleagueInvite(
+        uid=uuid.uuid4(), case=case.id, colleague=colleague.user.id, question="Agree?"
+    )
+    await ColleagueInvite.insert(invite)
+    await readers.grant(case, colleague.user, people["assigned_doctor"].user)
     ids = {
+        "invite": str(invite.uid),
         "ask": str(ask.uid),
         "arrival": str(arrival.uid),
         "payment": str(paid.uid),
@@ -485,7 +531,8 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
         "token": token,  # a live provider link, for tests that need to reach its handlers
     }
     clients: dict = {"_ids": ids}
-    for name in VISITORS:
+    people["colleague"] = colleague
+    for name in (*VISITORS, "colleague"):
         client = open_client(running_app)
         if name in people:
             await sign_in(client, people[name])
@@ -493,7 +540,7 @@ async def visitors(running_app: Litestar) -> AsyncIterator[dict[str, AsyncClient
             await client.get("/login")
         clients[name] = client
     yield clients
-    for name in VISITORS:
+    for name in (*VISITORS, "colleague"):
         await clients[name].aclose()
 
 
@@ -508,8 +555,9 @@ async def test_authorization_matrix(visitors) -> None:
         "/logout": 3,
     }
     rows = sorted(MATRIX.items(), key=lambda item: last.get(item[0][1], 0))
-    for (method, path), expected in rows:
-        for visitor in VISITORS:
+    for (method, path), row in rows:
+        expected = {**row, "colleague": AS_COLLEAGUE.get((method, path), row["doctor"])}
+        for visitor in (*VISITORS, "colleague"):
             client = visitors[visitor]
             url = concrete(path, ids)
             if method == "GET":

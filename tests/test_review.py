@@ -14,8 +14,9 @@ from core.assignment import service as assignment
 from core.audit.tables import AuditEvent
 from core.cases import service as cases
 from core.cases import states
+from core.documents.tables import Document
 from core.reviews import urgent
-from core.reviews.tables import ReviewDraft, SignedReview
+from core.reviews.tables import ColleagueInvite, ReviewDraft, SignedReview
 from tests.conftest import open_client
 from tests.payment_support import with_checkup
 from tests.support import Person, make_person, post_form, read_mail, sign_in
@@ -341,3 +342,106 @@ async def test_a_report_held_for_a_call_waits_until_the_patient_is_spoken_with(r
         assert (await urgent.urgency_of(case)).held_for_call  # a message is not a conversation
         await post_form(browser, f"{url}/communications", {**message, "told_how": "video"})
         assert not (await urgent.urgency_of(case)).held_for_call
+
+
+# A colleague's opinion (core/reviews/colleagues.py) ---------------------------------------------
+
+
+async def _sign(browser, doctor: Person, url: str) -> None:
+    values = complete_for((await browser.get(url)).text)
+    checked = await post_form(browser, url, {**values, "version": "0", "action": "check"})
+    assert checked.headers["location"] == f"{url}/sign"
+    [version] = await ReviewDraft.select(ReviewDraft.version).output(as_list=True)
+    signed = await post_form(
+        browser,
+        f"{url}/sign",
+        {
+            "version": str(version),
+            "password": doctor.password,
+            "confirm": "yes",
+            "code": doctor.next_code(),
+        },
+    )
+    assert signed.status_code == 303, signed.text[:3000]
+
+
+async def test_a_colleague_reads_the_case_while_invited_and_their_answer_is_signed_with_it(
+    running_app, settings
+):
+    doctor, case = await accepted(running_app)
+    colleague = await make_person("doctor", "colleague@example.com")
+    stranger = await make_person("doctor", "stranger@example.com")
+    [letter] = (
+        await Document.select(Document.uid).where(Document.case == case.id).output(as_list=True)
+    )
+    url = f"/doctor/cases/{case.uid}/review"
+    browser = open_client(running_app)
+    await sign_in(browser, doctor)
+    async with aclosing(browser):
+        refused = await post_form(browser, f"{url}/colleagues", {"question": "Agree?"})
+        assert refused.status_code == 400 and "Choose the colleague" in refused.text
+        asked = await post_form(
+            browser,
+            f"{url}/colleagues",
+            {"colleague": str(colleague.user.uid), "question": "Is watchful waiting safe here?"},
+        )
+        assert asked.status_code == 303
+        [invite] = await ColleagueInvite.objects().where(ColleagueInvite.case == case.id)
+        consult = f"/doctor/consults/{invite.uid}"
+        mail = [m for m in await read_mail(settings) if m["To"] == colleague.email]
+        assert consult in mail[-1].get_content()
+        assert "watchful" not in mail[-1].get_content()  # no medical text by email
+
+        other = open_client(running_app)
+        await sign_in(other, colleague)
+        async with aclosing(other):
+            page = await other.get(consult)
+            assert page.status_code == 200
+            assert "Is watchful waiting safe here?" in page.text and "Gallstones" in page.text
+            document = f"/cases/{case.uid}/documents/{letter}"
+            assert (await other.get(document)).status_code == 200  # read-only access
+            assert (await other.get(url)).status_code == 404  # never the draft
+            empty = await post_form(other, consult, {"comment": "Yes"})
+            assert empty.status_code == 400 and "whether you concur" in empty.text
+            answered = await post_form(
+                other, consult, {"comment": "Safe while the pain stays away.", "concurs": "yes"}
+            )
+            assert answered.status_code == 303
+            shown = (await browser.get(url)).text
+            assert "Safe while the pain stays away." in shown and "Concurs" in shown
+
+            await _sign(browser, doctor, url)
+            [row] = await SignedReview.objects().where(SignedReview.case == case.id)
+            assert "Safe while the pain stays away." in row.content
+            # Signing ends the colleague's access: the page and the records are gone for them.
+            assert (await other.get(consult)).status_code == 404
+            assert (await other.get(document)).status_code == 404
+
+        outsider = open_client(running_app)
+        await sign_in(outsider, stranger)
+        async with aclosing(outsider):
+            assert (await outsider.get(consult)).status_code == 404
+    reads = await AuditEvent.count().where(AuditEvent.action == "review.colleague_read")
+    assert reads == 2  # the page, and again with the refused answer
+
+
+async def test_withdrawing_an_invitation_ends_the_colleagues_access(running_app):
+    doctor, case = await accepted(running_app)
+    colleague = await make_person("doctor", "withdrawn@example.com")
+    url = f"/doctor/cases/{case.uid}/review"
+    browser = open_client(running_app)
+    await sign_in(browser, doctor)
+    async with aclosing(browser):
+        await post_form(
+            browser,
+            f"{url}/colleagues",
+            {"colleague": str(colleague.user.uid), "question": "A second look?"},
+        )
+        [invite] = await ColleagueInvite.objects().where(ColleagueInvite.case == case.id)
+        other = open_client(running_app)
+        await sign_in(other, colleague)
+        async with aclosing(other):
+            assert (await other.get(f"/doctor/consults/{invite.uid}")).status_code == 200
+            ended = await post_form(browser, f"{url}/colleagues/{invite.uid}/withdraw")
+            assert ended.status_code == 303
+            assert (await other.get(f"/doctor/consults/{invite.uid}")).status_code == 404

@@ -94,3 +94,16 @@ class ReferenceCounter(Table, tablename="case_reference_counter"):
 
     year = Integer(unique=True)
     last = Integer(default=0)
+
+
+class CaseReader(Table, tablename="case_reader"):
+    """A read-only grant to a case for someone who is not its patient, staff or doctor: a
+    colleague the reviewing doctor asked for an opinion. It lasts until ended (at signing, or
+    when the doctor withdraws it); every read is audited as any other."""
+
+    uid = UUID(unique=True, index=True)
+    case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
+    reader = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    granted_by = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    granted_at = Timestamptz(default=TimestamptzNow())
+    ended_at = Timestamptz(null=True, default=None)

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.accounts.tables import User
 from core.audit import service as audit
+from core.cases import readers
 from core.cases.service import accepts_records
 from core.cases.tables import Case
 from core.documents.listing import facts_of
@@ -19,15 +20,16 @@ from core.ids import parse_uuid
 from core.roles import ADMIN, COORDINATOR, DOCTOR, PATIENT
 
 
-def may_read(user: User, case: Case) -> bool:
-    """The owning patient, coordinators and admins, and the doctor the case is assigned to now:
-    a reassigned doctor loses access at once."""
+async def may_read(user: User, case: Case) -> bool:
+    """The owning patient, coordinators and admins, the doctor the case is assigned to now (a
+    reassigned doctor loses access at once), and a doctor with an open read-only grant (a
+    colleague asked for an opinion, until the review is signed)."""
     if user.role == PATIENT:
         return case.patient == user.id
     if user.role in (COORDINATOR, ADMIN):
         return True
     if user.role == DOCTOR:
-        return case.assigned_doctor == user.id
+        return case.assigned_doctor == user.id or await readers.is_reader(case, user)
     return False
 
 

@@ -41,7 +41,7 @@ async def _readable_case(request: Request, uid: str) -> Case:
         case = await cases.get_case(uid)
     except cases.CaseNotFound:
         case = None
-    if case is None or not documents.may_read(request.user, case):
+    if case is None or not await documents.may_read(request.user, case):
         await record_denied(request, reason="not_owner_or_missing")
         raise NotFoundException()
     return case

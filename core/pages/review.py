@@ -23,8 +23,8 @@ from core.completeness import service as completeness
 from core.errors import InvalidInput, Refused
 from core.forms import change_rows
 from core.pages.common import form_lists, records_page, specialty_of, urgent_panel
+from core.reviews import colleagues, urgent
 from core.reviews import service as reviews
-from core.reviews import urgent
 from core.roles import DOCTOR
 from core.security import record_denied, role_guard
 from core.web import client_ip, form_data, page, redirect
@@ -83,6 +83,10 @@ class ReviewController(Controller):
                 case, f"/doctor/cases/{case.uid}/review", can_mark=True, can_hold=True
             ),
             thread=await completeness.thread_of(case, specialty),
+            opinions=await colleagues.opinions_of(case),
+            colleague_choices=[] if signed else await colleagues.candidates(case, request.user),
+            colleague_values=extra.pop("colleague_values", {}),
+            colleague_errors=extra.pop("colleague_errors", {}),
             values=extra.pop("values", {}),
             urgent_values=extra.pop("urgent_values", {}),
             urgent_errors=extra.pop("urgent_errors", {}),
@@ -290,5 +294,87 @@ class ReviewController(Controller):
             ),
         )
 
+    # A colleague's opinion (core/reviews/colleagues.py).
 
-ROUTES = [ReviewController]
+    @post("/colleagues")
+    async def invite(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        try:
+            case = await self._case(request, uid)
+        except reviews.NotAccepted:
+            return redirect(f"/doctor/cases/{uid}")
+        values = await form_data(request)
+        try:
+            await colleagues.invite(case, request.user, values, ip=client_ip(request))
+        except InvalidInput as invalid:
+            return await self._page(
+                request, case, 400, colleague_values=values, colleague_errors=invalid.errors
+            )
+        except Refused as refused:
+            return await self._page(request, case, refused.status, problem=refused.message)
+        return redirect(f"/doctor/cases/{case.uid}/review#colleagues", "colleague-invited")
+
+    @post("/colleagues/{invite:str}/withdraw")
+    async def withdraw(
+        self, request: Request, uid: FromPath[str], invite: FromPath[str]
+    ) -> Template | Redirect:
+        try:
+            case = await self._case(request, uid)
+        except reviews.NotAccepted:
+            return redirect(f"/doctor/cases/{uid}")
+        try:
+            await colleagues.withdraw(case, request.user, invite, ip=client_ip(request))
+        except colleagues.InviteNotFound:
+            raise NotFoundException() from None
+        return redirect(f"/doctor/cases/{case.uid}/review#colleagues", "colleague-withdrawn")
+
+
+class ConsultController(Controller):
+    """The colleague's side: the case to read (read-only) and their answer."""
+
+    path = "/doctor/consults"
+    guards = [role_guard(DOCTOR)]
+
+    async def _page(
+        self, request: Request, invite: str, status: int = 200, **extra: Any
+    ) -> Template:
+        try:
+            case, row = await colleagues.consult(request.user, invite, ip=client_ip(request))
+        except colleagues.InviteNotFound:
+            await record_denied(request, reason="not_invited")
+            raise NotFoundException() from None
+        return page(
+            request,
+            "doctor/consult.html",
+            status,
+            case=case,
+            invite=row,
+            asked_by=await colleagues.name_of(row.invited_by),
+            concurs=colleagues.CONCURS,
+            subject=await cases.subject_of(case),
+            age=assignment.subject_age(case, assignment.today()),
+            answers=cases.answers_of(case),
+            questions=cases.questions_of(case),
+            **await records_page(request, case, f"/doctor/consults/{row.uid}"),
+            values=extra.pop("values", {}),
+            errors=extra.pop("errors", {}),
+            **extra,
+        )
+
+    @get("/{invite:str}")
+    async def show(self, request: Request, invite: FromPath[str]) -> Template:
+        return await self._page(request, invite)
+
+    @post("/{invite:str}")
+    async def answer(self, request: Request, invite: FromPath[str]) -> Template | Redirect:
+        values = await form_data(request)
+        try:
+            await colleagues.comment(request.user, invite, values, ip=client_ip(request))
+        except colleagues.InviteNotFound:
+            await record_denied(request, reason="not_invited")
+            raise NotFoundException() from None
+        except InvalidInput as invalid:
+            return await self._page(request, invite, 400, values=values, errors=invalid.errors)
+        return redirect(f"/doctor/consults/{invite}", "colleague-answered")
+
+
+ROUTES = [ReviewController, ConsultController]

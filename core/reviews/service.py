@@ -33,6 +33,7 @@ from core.errors import InvalidInput, Refused
 from core.facts import ReviewSigned
 from core.forms import Form, MappingFormData, StoredAnswers, summarise, visible_names
 from core.plugins import PluginHost
+from core.reviews import colleagues
 from core.reviews.form import CoreFields, Material, core_fields, cross_check, materials_from
 from core.reviews.tables import ReviewDraft, SignedReview
 from core.specialty import Specialty
@@ -317,7 +318,13 @@ async def sign(
     checked = check(space, plugins, draft.raw)
     if checked.errors:
         raise InvalidInput(checked.errors)
+    # What colleagues answered is part of what is signed ("reviewed with Dr …, who concurs").
+    opinions = [o for o in await colleagues.opinions_of(case) if o.commented_at is not None]
     content = {
+        "colleagues": [
+            {"name": o.name, "title": o.title, "concurs": o.concurs, "comment": o.comment}
+            for o in opinions
+        ],
         "specialty": StoredAnswers.capture(
             space.specialty.review, checked.specialty_values
         ).as_json(),
@@ -349,6 +356,7 @@ async def sign(
             await ReviewDraft.delete().where(
                 (ReviewDraft.case == case.id) & (ReviewDraft.doctor == doctor.id)
             )
+            await colleagues.end_all(case)  # their read-only access ends with the review
             await context.current().events.publish(
                 ReviewSigned(case_id=case.id, review_uid=row.uid)
             )

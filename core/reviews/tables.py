@@ -90,3 +90,20 @@ class ReportHold(Table, tablename="review_hold"):
     case = ForeignKey(Case, on_delete=OnDelete.cascade, unique=True)
     held_by = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
     held_at = Timestamptz(default=TimestamptzNow())
+
+
+class ColleagueInvite(Table, tablename="review_colleague"):
+    """The reviewing doctor asks another doctor (any specialty) to read the case and comment.
+    The colleague reads it through a `CaseReader` grant, ended at signing; their comment and
+    whether they concur go into the signed review ("reviewed with Dr …, who concurs")."""
+
+    uid = UUID(unique=True, index=True)
+    case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
+    colleague = ForeignKey(User, on_delete=OnDelete.cascade, index=True)
+    invited_by = ForeignKey(User, on_delete=OnDelete.set_null, null=True, default=None)
+    invited_at = Timestamptz(default=TimestamptzNow())
+    question = Text()  # what the reviewing doctor asks the colleague
+    comment = Text(default="")
+    concurs = Varchar(length=10, default="")  # yes | partly | no, once they commented
+    commented_at = Timestamptz(null=True, default=None)
+    ended_at = Timestamptz(null=True, default=None)
