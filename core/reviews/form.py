@@ -89,13 +89,13 @@ def answer_name(number: int) -> str:
 class CoreFields:
     """Core's fields for one case, in the order the page shows them around the plugin's."""
 
-    materials: MultiChoice
+    materials: MultiChoice | None  # None: the case holds no record or material to tick
     answers: tuple[LongText, ...]
     conclusions: tuple[SingleChoice | LongText, ...]
 
     @property
     def all(self) -> tuple:
-        return (self.materials, *self.answers, *self.conclusions)
+        return (*([self.materials] if self.materials else []), *self.answers, *self.conclusions)
 
 
 def core_fields(
@@ -178,7 +178,9 @@ def core_fields(
             help="Tick each record, imaging series and package of slides or blocks you reviewed.",
             required=True,
             choices=choices,
-        ),
+        )
+        if choices
+        else None,
         answers=answers,
         conclusions=tuple(conclusions),
     )

@@ -229,9 +229,9 @@ def check(space: Workspace, plugins: PluginHost, raw: dict[str, list[str]]) -> C
         }
     # In the page's order, so the summary at the top reads like the form.
     order = [
-        space.core.materials.name,
+        "materials",
         *(f.name for f in space.specialty.review.fields),
-        *(f.name for f in space.core.all[1:]),
+        *(f.name for f in space.core.all),
     ]
 
     def place(key: str) -> int:
