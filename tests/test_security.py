@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import statistics
 import time
 
@@ -489,6 +491,13 @@ async def test_htmx_config_disallows_eval(client) -> None:
     page = (await client.get("/")).text
     assert '"allowEval": false' in page and '"selfRequestsOnly": true' in page
     assert '"includeIndicatorStyles": false' in page
+    # Error answers are not swapped into the page, but for 409: a draft saved from an older
+    # tab, whose answer shows the newer text (core/pages/review.py).
+    [config] = re.findall(r"name=\"htmx-config\" content='([^']+)'", page)
+    handling = json.loads(config)["responseHandling"]
+    swapped = [rule["code"] for rule in handling if rule["swap"]]
+    assert swapped == ["[23]..", "409"]
+    assert handling[-1] == {"code": "[45]..", "swap": False, "error": True}
 
 
 # 12. Errors ------------------------------------------------------------------------------------
