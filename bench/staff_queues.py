@@ -1,8 +1,8 @@
 """Queues that stay fast (issue 14): the staff queues and a doctor's cases at 1k to 100k cases.
 Not a test: it prints figures.
 
-    .venv/bin/python bench/queue.py                                   # every size, both engines
-    .venv/bin/python bench/queue.py --sizes 1000,10000 --engines sqlite --seconds 5
+    .venv/bin/python bench/staff_queues.py                            # every size, both engines
+    .venv/bin/python bench/staff_queues.py --sizes 1000,10000 --engines sqlite --seconds 5
 
 For each engine and size, a fresh database (SQLite in a temporary var dir; PostgreSQL: a
 throwaway database made on `--postgres` and dropped afterwards) is migrated, staff are made
