@@ -445,3 +445,23 @@ async def test_withdrawing_an_invitation_ends_the_colleagues_access(running_app)
             ended = await post_form(browser, f"{url}/colleagues/{invite.uid}/withdraw")
             assert ended.status_code == 303
             assert (await other.get(f"/doctor/consults/{invite.uid}")).status_code == 404
+
+
+async def test_wrong_attempts_at_signing_are_slowed_down_like_sign_ins(running_app):
+    """A session left open cannot be used to guess the password or the code: after five wrong
+    attempts even the right ones wait (the sign-in's back-off, per account)."""
+    doctor, case = await accepted(running_app)
+    url = f"/doctor/cases/{case.uid}/review"
+    browser = open_client(running_app)
+    await sign_in(browser, doctor)
+    async with aclosing(browser):
+        values = complete_for((await browser.get(url)).text)
+        await post_form(browser, url, {**values, "version": "0", "action": "check"})
+        sign = {"version": "1", "confirm": "yes", "code": "123456"}
+        for _ in range(5):
+            wrong = await post_form(browser, f"{url}/sign", {**sign, "password": "guess"})
+            assert wrong.status_code == 400
+        right = {**sign, "password": doctor.password, "code": doctor.next_code()}
+        waited = await post_form(browser, f"{url}/sign", right)
+        assert waited.status_code == 429 and "Too many wrong attempts" in waited.text
+    assert not await SignedReview.exists().where(SignedReview.case == case.id)

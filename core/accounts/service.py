@@ -309,6 +309,23 @@ async def _throttle_clear(key: str) -> None:
     await LoginThrottle.delete().where(LoginThrottle.key == key)
 
 
+# Re-authentication inside a session (signing a review): the sign-in's back-off, per account,
+# so a session left open cannot be used to guess the password or the code.
+
+
+async def reauth_wait(user: User) -> int:
+    """Seconds until this account may try its password and code again (0: now)."""
+    return await _throttle_wait(_throttle_key("reauth", str(user.uid)))
+
+
+async def reauth_failed(user: User) -> None:
+    await _throttle_fail(_throttle_key("reauth", str(user.uid)))
+
+
+async def reauth_passed(user: User) -> None:
+    await _throttle_clear(_throttle_key("reauth", str(user.uid)))
+
+
 def _device_mac(body: str) -> str:
     key = derive_key(context.settings(), "device-cookie")
     return _b64(hmac.new(key, body.encode(), "sha256").digest())

@@ -19,6 +19,7 @@ from typing import Any
 
 from core import clock, context, db
 from core.accounts import passwords, second_factor
+from core.accounts import service as accounts
 from core.accounts.tables import DoctorProfile, User
 from core.assignment import service as assignment
 from core.audit import service as audit
@@ -302,15 +303,20 @@ async def sign(
             "states them.",
             status=400,
         )
+    if wait := await accounts.reauth_wait(doctor):
+        later = f"{wait} seconds" if wait < 120 else f"{wait // 60} minutes"
+        raise SignRefused(f"Too many wrong attempts: try again in {later}.", status=429)
     good_password, _ = await passwords.verify_password(doctor.password_hash, password)
     # The code is spent only after a good password: a wrong password must not use up a step.
     if not (good_password and await second_factor.check_totp(doctor, code.strip())):
+        await accounts.reauth_failed(doctor)
         await audit.record_about(
             "review.sign", case, case=case, actor=doctor, ip=ip, outcome="failure"
         )
         raise SignRefused(
             "The password or the code from your authenticator app is not right.", status=400
         )
+    await accounts.reauth_passed(doctor)
     if case.status != states.IN_REVIEW:
         raise SignRefused(
             "A question to the patient is still open: sign when it is answered or withdrawn."
