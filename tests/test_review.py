@@ -105,7 +105,7 @@ async def test_two_tabs_never_lose_text(running_app):
         assert stale.status_code == 409
         assert "Text of tab A" in stale.text and "another tab" in stale.text
         [draft] = await ReviewDraft.select().where(ReviewDraft.case == case.id)
-        assert "Text of tab A" in draft["raw"] and draft["version"] == 1
+        assert "Text of tab A" in draft["entries"] and draft["version"] == 1
         # Without htmx the same refusal is the whole page, with B's entries kept in the form.
         page = await post_form(browser, url, {"version": "0", "opinion": "Text of tab B"})
         assert page.status_code == 409
@@ -115,7 +115,7 @@ async def test_two_tabs_never_lose_text(running_app):
         )
         assert kept.status_code == 303
         [draft] = await ReviewDraft.select().where(ReviewDraft.case == case.id)
-        assert "Text of tab B" in draft["raw"] and draft["version"] == 2
+        assert "Text of tab B" in draft["entries"] and draft["version"] == 2
         # Tab A, still at version 1, is now the stale one.
         late = await post_form(
             browser, f"{url}/autosave", {"version": "1", "opinion": "Tab A again"}, headers=hx
@@ -465,3 +465,24 @@ async def test_wrong_attempts_at_signing_are_slowed_down_like_sign_ins(running_a
         waited = await post_form(browser, f"{url}/sign", right)
         assert waited.status_code == 429 and "Too many wrong attempts" in waited.text
     assert not await SignedReview.exists().where(SignedReview.case == case.id)
+
+
+async def test_a_button_pressed_while_the_same_pages_autosave_is_on_its_way_is_no_conflict(
+    running_app,
+):
+    """ "Preview and sign" sends the version the page had; when the page's own autosave has
+    just moved the draft on, that is not another tab: saved. Another page still conflicts."""
+    doctor, case = await accepted(running_app)
+    url = f"/doctor/cases/{case.uid}/review"
+    browser = open_client(running_app)
+    await sign_in(browser, doctor)
+    hx = {"hx-request": "true"}
+    async with aclosing(browser):
+        typed = {"version": "0", "page": "a" * 32, "opinion": "Typed"}
+        assert (await post_form(browser, f"{url}/autosave", typed, headers=hx)).status_code == 200
+        pressed = await post_form(browser, url, {**typed, "opinion": "Typed, then saved"})
+        assert pressed.status_code == 303
+        [draft] = await ReviewDraft.select().where(ReviewDraft.case == case.id)
+        assert "Typed, then saved" in draft["entries"] and draft["version"] == 2
+        other = {"version": "0", "page": "b" * 32, "opinion": "Another tab"}
+        assert (await post_form(browser, url, other)).status_code == 409

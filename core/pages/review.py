@@ -70,6 +70,7 @@ class ReviewController(Controller):
             raw=raw,
             visible=space.visible(raw),
             version=draft.version if version is None else version,
+            page_id=reviews.new_page_id(),
             saved_at=draft.updated_at,
             errors=errors or {},
             signed=signed,
@@ -109,6 +110,7 @@ class ReviewController(Controller):
             request.user,
             raw,
             int(based_on) if str(based_on).isdigit() else -1,
+            page=str(form.get("page") or "")[:32],
             ip=client_ip(request),
         )
 
@@ -205,7 +207,7 @@ class ReviewController(Controller):
             status,
             case=case,
             specialty=specialty,
-            preview=reviews.preview(space, checked),
+            preview=await reviews.preview(case, space, checked),
             version=draft.version,
             errors=extra.pop("errors", {}),
             **extra,

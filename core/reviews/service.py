@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,7 +41,7 @@ from core.reviews.tables import ReviewDraft, SignedReview
 from core.specialty import Specialty
 
 # What a page posts besides the fields: never part of the draft.
-CONTROL_KEYS = {"version", "action", "overwrite", "password", "code", "confirm"}
+CONTROL_KEYS = {"version", "page", "action", "overwrite", "password", "code", "confirm"}
 
 
 class NotAccepted(Refused):
@@ -83,13 +84,13 @@ async def accepted_case(doctor: User, uid: str) -> Case:
 
 async def draft_of(case: Case, doctor: User) -> Draft:
     row = (
-        await ReviewDraft.select(ReviewDraft.raw, ReviewDraft.version, ReviewDraft.updated_at)
+        await ReviewDraft.select(ReviewDraft.entries, ReviewDraft.version, ReviewDraft.updated_at)
         .where((ReviewDraft.case == case.id) & (ReviewDraft.doctor == doctor.id))
         .first()
     )
     if row is None:
         return Draft()
-    return Draft(json.loads(row["raw"] or "{}"), row["version"], row["updated_at"])
+    return Draft(json.loads(row["entries"] or "{}"), row["version"], row["updated_at"])
 
 
 def _entries(raw: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -100,42 +101,62 @@ def _entries(raw: dict[str, list[str]]) -> dict[str, list[str]]:
     }
 
 
+def new_page_id() -> str:
+    """Names one load of the review form (a hidden field): saves from the same page never
+    conflict with each other, saves from another tab do."""
+    return secrets.token_hex(16)
+
+
 async def save_draft(
-    case: Case, doctor: User, raw: dict[str, list[str]], based_on: int, *, ip: str | None
+    case: Case,
+    doctor: User,
+    raw: dict[str, list[str]],
+    based_on: int,
+    *,
+    page: str = "",
+    ip: str | None,
 ) -> Draft:
-    """Keep what was typed, valid or not, if the draft is still the version `based_on`;
-    StaleDraft (with the newer draft) otherwise. The first save starts the review."""
+    """Keep what was typed, valid or not, if the draft is still the version `based_on` or was
+    last saved by this same `page`; StaleDraft (with the newer draft) otherwise. The first save
+    starts the review."""
     await _editable(case, doctor)
     if case.status == states.ASSIGNED:
         await cases.transition(case, "start_review", doctor, ip=ip)
     entries = json.dumps(_entries(raw))
     now = clock.now()
     if based_on == 0:
-        try:
-            await ReviewDraft.insert(
-                ReviewDraft(case=case.id, doctor=doctor.id, raw=entries, version=1, updated_at=now)
-            )
+        # The first save; when another came first (a second tab), an update like any other.
+        inserted = await ReviewDraft.raw(
+            'INSERT INTO review_draft ("case", doctor, entries, version, page, updated_at) '
+            'VALUES ({}, {}, {}, 1, {}, {}) ON CONFLICT ("case", doctor) DO NOTHING RETURNING id',
+            case.id,
+            doctor.id,
+            entries,
+            page,
+            now,
+        )
+        if inserted:
             return Draft(json.loads(entries), 1, now)
-        except Exception:  # the unique (case, doctor) index: another tab saved first
-            raise StaleDraft(await draft_of(case, doctor)) from None
+    same_page = (ReviewDraft.page == page) if page else (ReviewDraft.id < 0)
     updated = (
         await ReviewDraft.update(
             {
-                ReviewDraft.raw: entries,
-                ReviewDraft.version: based_on + 1,
+                ReviewDraft.entries: entries,
+                ReviewDraft.version: ReviewDraft.version + 1,
+                ReviewDraft.page: page,
                 ReviewDraft.updated_at: now,
             }
         )
         .where(
             (ReviewDraft.case == case.id)
             & (ReviewDraft.doctor == doctor.id)
-            & (ReviewDraft.version == based_on)
+            & ((ReviewDraft.version == based_on) | same_page)
         )
         .returning(ReviewDraft.version)
     )
     if not updated:
         raise StaleDraft(await draft_of(case, doctor))
-    return Draft(json.loads(entries), based_on + 1, now)
+    return Draft(json.loads(entries), updated[0]["version"], now)
 
 
 async def _editable(case: Case, doctor: User) -> None:
@@ -245,21 +266,28 @@ def check(space: Workspace, plugins: PluginHost, raw: dict[str, list[str]]) -> C
 
 @dataclass
 class Preview:
-    """The review as it will read: each part's answers in words."""
+    """The review as it will read, and be kept: each part's answers in words, and what the
+    colleagues asked answered."""
 
     specialty: list[dict[str, Any]]
     materials: list[str]
     answers: list[dict[str, Any]]
     conclusions: list[dict[str, Any]]
+    colleagues: list[dict[str, str]]
 
 
-def preview(space: Workspace, checked: Checked) -> Preview:
+async def preview(case: Case, space: Workspace, checked: Checked) -> Preview:
     chosen = set(checked.core_values.get("materials") or [])
+    answered = [o for o in await colleagues.opinions_of(case) if o.commented_at is not None]
     return Preview(
         specialty=summarise(space.specialty.review.fields, checked.specialty_values),
         materials=[m.label for m in space.materials if m.value in chosen],
         answers=summarise(space.core.answers, checked.core_values),
         conclusions=summarise(space.core.conclusions, checked.core_values),
+        colleagues=[
+            {"name": o.name, "title": o.title, "concurs": o.concurs, "comment": o.comment}
+            for o in answered
+        ],
     )
 
 
@@ -324,18 +352,18 @@ async def sign(
     checked = check(space, plugins, draft.raw)
     if checked.errors:
         raise InvalidInput(checked.errors)
-    # What colleagues answered is part of what is signed ("reviewed with Dr …, who concurs").
-    opinions = [o for o in await colleagues.opinions_of(case) if o.commented_at is not None]
+    # What is signed is what the preview showed, in words (the colleagues' answers included:
+    # "reviewed with Dr …, who concurs"), with the values for statistics and the report.
+    shown = await preview(case, space, checked)
     content = {
-        "colleagues": [
-            {"name": o.name, "title": o.title, "concurs": o.concurs, "comment": o.comment}
-            for o in opinions
-        ],
         "specialty": StoredAnswers.capture(
             space.specialty.review, checked.specialty_values
         ).as_json(),
         "core": StoredAnswers.capture(space.core_form, checked.core_values).as_json(),
-        "materials": preview(space, checked).materials,
+        "materials": shown.materials,
+        "answers": shown.answers,
+        "conclusions": shown.conclusions,
+        "colleagues": shown.colleagues,
     }
     text = json.dumps(content, sort_keys=True, ensure_ascii=False)
     name = doctor.full_name

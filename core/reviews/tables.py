@@ -24,8 +24,13 @@ class ReviewDraft(Table, tablename="review_draft"):
 
     case = ForeignKey(Case, on_delete=OnDelete.cascade, index=True)
     doctor = ForeignKey(User, on_delete=OnDelete.cascade)
-    raw = Text(default="{}")  # the form as submitted: {name: [values]}
+    # The form as submitted: {name: [values]} (not "raw": that would hide Table.raw).
+    entries = Text(default="{}")
     version = Integer(default=0)
+    # The page (one load of the form in one tab) that saved last: its own later save is not a
+    # conflict even if it names an older version (a button pressed while an autosave of the
+    # same page was on its way).
+    page = Varchar(length=32, default="")
     updated_at = Timestamptz(default=TimestamptzNow())
 
 

@@ -43,8 +43,8 @@ async def _accepted_case() -> tuple[Person, str]:
 
 def _draft_text() -> str:
     async def read() -> str:
-        rows = await ReviewDraft.select(ReviewDraft.raw)
-        return rows[0]["raw"] if rows else ""
+        rows = await ReviewDraft.select(ReviewDraft.entries)
+        return rows[0]["entries"] if rows else ""
 
     return run_async(read())
 

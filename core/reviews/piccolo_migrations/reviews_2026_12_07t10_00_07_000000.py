@@ -396,8 +396,8 @@ async def forwards():
     manager.add_column(
         table_class_name="ReviewDraft",
         tablename="review_draft",
-        column_name="raw",
-        db_column_name="raw",
+        column_name="entries",
+        db_column_name="entries",
         column_class_name="Text",
         column_class=Text,
         params={
