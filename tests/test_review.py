@@ -28,6 +28,11 @@ def app(app):
     return with_checkup(app)
 
 
+# Tests of what the database enforces (conditional updates, unique indexes, triggers, ON
+# CONFLICT) run on both engines; tests of pages and rules above them run on SQLite only, to
+# keep the suite's time (marked with the indirect `database_url` below).
+
+
 # A complete review of the checkup case (question 1: "Do I need an operation?").
 COMPLETE = {
     "materials": [],  # filled per case: the letter
@@ -65,6 +70,7 @@ def complete_for(page: str) -> dict:
     return values
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_the_first_save_starts_the_review_and_a_reload_shows_the_draft(running_app):
     doctor, case = await accepted(running_app)
     browser = open_client(running_app)
@@ -181,6 +187,7 @@ async def test_signing_needs_every_answer_the_password_and_a_current_code(runnin
         assert late.status_code == 409 and "signed" in late.text
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_draft_changed_after_the_preview_is_not_signed(running_app):
     doctor, case = await accepted(running_app)
     url = f"/doctor/cases/{case.uid}/review"
@@ -230,6 +237,7 @@ async def test_a_signed_review_cannot_be_updated_or_deleted_in_the_database(runn
     assert row["agreement"] == "agrees"
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_only_the_doctor_who_accepted_writes_the_review(running_app):
     _doctor, case = await accepted(running_app)
     other = await checkup_doctor("not-this-one@example.com")
@@ -245,6 +253,7 @@ async def test_only_the_doctor_who_accepted_writes_the_review(running_app):
     assert not await ReviewDraft.exists().where(ReviewDraft.case == case.id)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_an_offer_not_yet_accepted_has_no_review(running_app):
     doctor = await checkup_doctor("offered-only@example.com")
     case = await received_case(running_app)
@@ -365,6 +374,7 @@ async def _sign(browser, doctor: Person, url: str) -> None:
     assert signed.status_code == 303, signed.text[:3000]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_colleague_reads_the_case_while_invited_and_their_answer_is_signed_with_it(
     running_app, settings
 ):
@@ -425,6 +435,7 @@ async def test_a_colleague_reads_the_case_while_invited_and_their_answer_is_sign
     assert reads == 2  # the page, and again with the refused answer
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_withdrawing_an_invitation_ends_the_colleagues_access(running_app):
     doctor, case = await accepted(running_app)
     colleague = await make_person("doctor", "withdrawn@example.com")
@@ -447,6 +458,7 @@ async def test_withdrawing_an_invitation_ends_the_colleagues_access(running_app)
             assert (await other.get(f"/doctor/consults/{invite.uid}")).status_code == 404
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_wrong_attempts_at_signing_are_slowed_down_like_sign_ins(running_app):
     """A session left open cannot be used to guess the password or the code: after five wrong
     attempts even the right ones wait (the sign-in's back-off, per account)."""

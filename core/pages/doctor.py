@@ -23,7 +23,8 @@ from core.security import record_denied, role_guard
 from core.web import client_ip, form_data, page, redirect
 
 
-async def _line(request: Request, uid: str) -> assignment.DoctorLine:
+async def doctor_line(request: Request, uid: str) -> assignment.DoctorLine:
+    """The case with the signed-in doctor (offered or accepted); 404, audited, otherwise."""
     try:
         return await assignment.doctor_case(request.user, uid)
     except cases.CaseNotFound:
@@ -59,12 +60,12 @@ class DoctorCaseController(Controller):
 
     @get("/{uid:str}")
     async def show(self, request: Request, uid: FromPath[str]) -> Template:
-        return await self._page(request, await _line(request, uid))
+        return await self._page(request, await doctor_line(request, uid))
 
     async def _answer(
         self, request: Request, uid: str, done: str, action: Callable[..., Awaitable[Any]]
     ) -> Template | Redirect:
-        line = await _line(request, uid)
+        line = await doctor_line(request, uid)
         values = await form_data(request)
         try:
             await action(line.case, values)

@@ -17,17 +17,10 @@ from core.assignment import service as assignment
 from core.cases import service as cases
 from core.completeness import service as completeness
 from core.errors import InvalidInput, Refused
+from core.pages.doctor import doctor_line
 from core.roles import DOCTOR
 from core.security import record_denied, role_guard
 from core.web import client_ip, form_data, page, redirect
-
-
-async def _line(request: Request, uid: str) -> assignment.DoctorLine:
-    try:
-        return await assignment.doctor_case(request.user, uid)
-    except cases.CaseNotFound:
-        await record_denied(request, reason="not_with_this_doctor")
-        raise NotFoundException() from None
 
 
 class DoctorRequestsController(Controller):
@@ -53,11 +46,11 @@ class DoctorRequestsController(Controller):
 
     @get("/")
     async def show(self, request: Request, uid: FromPath[str]) -> Template:
-        return await self._page(request, await _line(request, uid))
+        return await self._page(request, await doctor_line(request, uid))
 
     @post("/")
     async def ask(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        line = await _line(request, uid)
+        line = await doctor_line(request, uid)
         values = await form_data(request)
         specialty = request.app.state.plugins.specialty(line.case.specialty)
         try:
