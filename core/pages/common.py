@@ -11,6 +11,7 @@ from litestar.exceptions import NotFoundException
 from core.cases import service as cases
 from core.cases.tables import Case
 from core.documents import service as documents
+from core.reviews import urgent
 from core.security import record_denied
 from core.specialty import Specialty
 from core.web import page_request, paginate
@@ -59,8 +60,6 @@ async def records_page(request: Request, case: Case, path: str) -> dict[str, Any
 async def urgent_panel(case: Case, base: str, **flags: bool) -> dict[str, Any]:
     """What templates/reviews/_urgent.html needs: the case's urgency, where its forms post, and
     what the viewer may do (`can_mark`, `can_take`, `can_hold`)."""
-    from core.reviews import urgent
-
     return {
         "urgency": await urgent.urgency_of(case),
         "base": base,

@@ -85,7 +85,7 @@ class ReviewController(Controller):
             ),
             thread=await completeness.thread_of(case, specialty),
             opinions=await colleagues.opinions_of(case),
-            colleague_choices=[] if signed else await colleagues.candidates(case, request.user),
+            colleague_choices=[] if signed else await colleagues.candidates(request.user),
             colleague_values=extra.pop("colleague_values", {}),
             colleague_errors=extra.pop("colleague_errors", {}),
             values=extra.pop("values", {}),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from core import clock, context, db
 from core.accounts.tables import DoctorProfile, User
@@ -36,7 +37,7 @@ class InviteNotFound(NotFound):
     pass
 
 
-async def candidates(case: Case, doctor: User) -> list[dict]:
+async def candidates(doctor: User) -> list[dict]:
     """Doctors who may be asked: every active doctor but the reviewing one."""
     return list(
         await User.select(User.uid, User.full_name)
@@ -103,7 +104,7 @@ async def invite(case: Case, doctor: User, values: dict[str, str], *, ip: str | 
 
 
 async def withdraw(case: Case, doctor: User, invite_uid: str, *, ip: str | None) -> None:
-    invite_row = await _open_invite(case, invite_uid)
+    invite_row = await _open_invite(invite_uid, ColleagueInvite.case == case.id)
     if case.assigned_doctor != doctor.id:
         raise InviteNotFound()
     async with db.transaction():
@@ -113,15 +114,12 @@ async def withdraw(case: Case, doctor: User, invite_uid: str, *, ip: str | None)
         )
 
 
-async def _open_invite(case: Case, invite_uid: str) -> ColleagueInvite:
+async def _open_invite(invite_uid: str, where: Any) -> ColleagueInvite:
+    """An open invitation by its uid, within `where` (this case, or this colleague's)."""
     parsed = parse_uuid(invite_uid)
     row = (
         await ColleagueInvite.objects()
-        .where(
-            (ColleagueInvite.uid == parsed)
-            & (ColleagueInvite.case == case.id)
-            & ColleagueInvite.ended_at.is_null()
-        )
+        .where((ColleagueInvite.uid == parsed) & where & ColleagueInvite.ended_at.is_null())
         .first()
         if parsed
         else None
@@ -149,20 +147,9 @@ async def end_all(case: Case) -> None:
 
 
 async def _invited(colleague: User, invite_uid: str) -> tuple[Case, ColleagueInvite]:
-    parsed = parse_uuid(invite_uid)
-    row = (
-        await ColleagueInvite.objects()
-        .where(
-            (ColleagueInvite.uid == parsed)
-            & (ColleagueInvite.colleague == colleague.id)
-            & ColleagueInvite.ended_at.is_null()
-        )
-        .first()
-        if parsed
-        else None
-    )
-    case = await Case.objects().where(Case.id == row.case).first() if row else None
-    if row is None or case is None:
+    row = await _open_invite(invite_uid, ColleagueInvite.colleague == colleague.id)
+    case = await Case.objects().where(Case.id == row.case).first()
+    if case is None:
         raise InviteNotFound()
     return case, row
 

@@ -173,7 +173,7 @@ async def _editable(case: Case, doctor: User) -> None:
 # The form ---------------------------------------------------------------------------------
 
 
-async def materials_of(case: Case) -> list[Material]:
+async def materials_of(case: Case, specialty: Specialty) -> list[Material]:
     """What the doctor may tick as reviewed: the records (with each imaging series) and the
     physical materials that arrived."""
     docs = list(
@@ -182,9 +182,7 @@ async def materials_of(case: Case) -> list[Material]:
         .order_by(Document.id)
     )
     arrivals = await MaterialArrival.objects().where(MaterialArrival.case == case.id)
-    plugins: PluginHost = context.current().plugins
-    specialty = plugins.specialty(case.specialty)
-    labels = {m.key: m.label for m in specialty.physical_materials} if specialty else {}
+    labels = {m.key: m.label for m in specialty.physical_materials}
     found = [
         (
             str(a.uid),
@@ -223,7 +221,7 @@ class Workspace:
 
 
 async def workspace(case: Case, specialty: Specialty) -> Workspace:
-    materials = await materials_of(case)
+    materials = await materials_of(case, specialty)
     return Workspace(
         specialty, core_fields(specialty, cases.questions_of(case), materials), materials
     )
