@@ -419,6 +419,12 @@ async def test_a_colleague_reads_the_case_while_invited_and_their_answer_is_sign
             assert answered.status_code == 303
             shown = (await browser.get(url)).text
             assert "Safe while the pain stays away." in shown and "Concurs" in shown
+            # Another doctor, while the invitation is open: not found.
+            outsider = open_client(running_app)
+            await sign_in(outsider, stranger)
+            async with aclosing(outsider):
+                assert (await outsider.get(consult)).status_code == 404
+                assert (await outsider.get(document)).status_code == 404
 
             await _sign(browser, doctor, url)
             [row] = await SignedReview.objects().where(SignedReview.case == case.id)
@@ -427,10 +433,6 @@ async def test_a_colleague_reads_the_case_while_invited_and_their_answer_is_sign
             assert (await other.get(consult)).status_code == 404
             assert (await other.get(document)).status_code == 404
 
-        outsider = open_client(running_app)
-        await sign_in(outsider, stranger)
-        async with aclosing(outsider):
-            assert (await outsider.get(consult)).status_code == 404
     reads = await AuditEvent.count().where(AuditEvent.action == "review.colleague_read")
     assert reads == 2  # the page, and again with the refused answer
 
