@@ -22,5 +22,6 @@ APP_REGISTRY = AppRegistry(
         "core.completeness.piccolo_app",
         "core.schedule.piccolo_app",
         "core.reviews.piccolo_app",
+        "core.reports.piccolo_app",
     ]
 )

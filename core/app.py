@@ -34,6 +34,7 @@ from core.error_pages import exception_handlers, render_error
 from core.events import Events
 from core.keys import derive_key
 from core.plugins import PluginHost
+from core.reports import signing
 from core.schedule.service import Periodic
 from core.security import CurrentUserMiddleware, security_headers, session_config
 from core.settings import Settings, load_settings
@@ -45,7 +46,8 @@ TEMPLATES = ROOT / "templates"
 STATIC = ROOT / "static"
 
 # Paths whose POSTs count against the per-IP limit on sign-in, registration and resets.
-THROTTLED_PATHS = ("/login", "/register", "/reset")
+# Forms a stranger can post guesses to: sign-in, sign-up, reset, and a shared report's code.
+THROTTLED_PATHS = ("/login", "/register", "/reset", "/shared")
 
 
 def periodic_jobs(records: Any) -> list[Periodic]:
@@ -65,7 +67,16 @@ def periodic_jobs(records: Any) -> list[Periodic]:
                 break
         return total
 
+    from core.reports import service as reports
+
     return [
+        Periodic(
+            "issue_reports",
+            timedelta(minutes=1),
+            reports.issue_pending,
+            "Report PDFs whose first render failed are made again; reports no longer held for "
+            "a call are sent to the patient.",
+        ),
         Periodic(
             "expire_offers",
             timedelta(minutes=1),
@@ -159,11 +170,13 @@ def build_context(settings: Settings, plugins: PluginHost | None = None) -> AppC
     from core.cases import reception
     from core.documents.service import Records
     from core.payments import service as payments
+    from core.reports import service as reports
 
     events = Events()
     reception.subscribe(events)  # paid, records changed → received?
     payments.subscribe(events)  # submitted → fix the fee; closed early → refund
     assignment.subscribe(events)  # received → offer it to a doctor
+    reports.subscribe(events)  # signed → a report version; a hold lifted → tell the patient
     return AppContext(
         settings=settings,
         plugins=plugins or PluginHost.load(settings),
@@ -195,6 +208,7 @@ def create_app(settings: Settings | None = None, plugins: PluginHost | None = No
     from core.documents.storage import S3Store
     from core.notifications.worker import OutboxWorker
     from core.pages import ROUTES as PAGE_ROUTES
+    from core.pages.verify import ROUTES as VERIFY_ROUTES
     from core.payments.routes import ROUTES as PAYMENT_ROUTES
     from core.schedule.service import Scheduler
 
@@ -222,6 +236,8 @@ def create_app(settings: Settings | None = None, plugins: PluginHost | None = No
                 except BaseException:
                     await records.store.aclose()
                     raise
+            # A bad report signing key or certificate stops the start, not the first report.
+            signing.load_material(settings)
             await db.start_pool(settings)
             await worker.start()
             try:
@@ -247,6 +263,7 @@ def create_app(settings: Settings | None = None, plugins: PluginHost | None = No
             *DOCUMENT_ROUTES,
             *PROVIDER_ROUTES,
             *PAYMENT_ROUTES,
+            *VERIFY_ROUTES,
             *static_routers,
         ],
         lifespan=[lifespan],

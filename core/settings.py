@@ -147,6 +147,23 @@ class Settings(BaseSettings):
     hospital_address: str = Field(
         "1 Hospital Road, Lahore, Pakistan", description="Postal address on receipts."
     )
+    report_signing_key: Path | None = Field(
+        None,
+        description="PEM private key that signs report PDFs (PAdES). Empty outside production: "
+        "a self-signed pair is made on first run in var/ (0600). Required in production.",
+    )
+    report_signing_cert: Path | None = Field(
+        None,
+        description="PEM certificate of the report signing key (with its chain, if any); "
+        "required with `report_signing_key`.",
+    )
+    report_workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Processes that render and sign report PDFs, apart from the web process (a "
+        "render holds a CPU for a second or so; the pages stay quick).",
+    )
     materials_address: list[str] = Field(
         default_factory=lambda: [
             "Second Opinion Office, Pathology Reception",
@@ -268,6 +285,11 @@ class Settings(BaseSettings):
             problems.append("CONSILIUM_COOKIE_SECURE must not be false")
         if "sandbox" in self.payment_providers:
             problems.append("CONSILIUM_PAYMENT_PROVIDERS must not offer the test `sandbox`")
+        if not (self.report_signing_key and self.report_signing_cert):
+            problems.append(
+                "CONSILIUM_REPORT_SIGNING_KEY and CONSILIUM_REPORT_SIGNING_CERT must be set "
+                "(the hospital's report signing key and certificate)"
+            )
         if problems:
             raise ValueError("production refuses insecure settings: " + "; ".join(problems))
         return self

@@ -835,6 +835,8 @@ def test_production_refuses_the_test_checkout(tmp_path) -> None:
         "secret_key": "s" * 40,
         "base_url": "https://second-opinion.example",
         "var_dir": tmp_path,
+        "report_signing_key": tmp_path / "report-key.pem",
+        "report_signing_cert": tmp_path / "report-cert.pem",
     }
     with pytest.raises(ConfigurationError, match="sandbox"):
         load_settings(_env_file=None, **production)
