@@ -74,3 +74,12 @@ class ReviewSigned:
 
     case_id: int
     review_uid: Any  # uuid.UUID of the SignedReview
+
+
+@dataclass(frozen=True)
+class ReportHoldChanged:
+    """The report of a case may no longer be held for a call (reviews): the doctor lifted the
+    hold, or a conversation with the patient was logged. Reports tells the patient, if the
+    report is issued and nothing holds it any more."""
+
+    case_id: int

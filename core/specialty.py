@@ -51,6 +51,7 @@ __all__ = [
     "ShowIf",
     "SingleChoice",
     "Specialty",
+    "Term",
     "Text",
     "Year",
     "YesNo",
@@ -126,6 +127,8 @@ CORE_REVIEW_NAMES = frozenset(
         "limitations_comment",
         "pending_tests",
         "patient_summary",
+        "amend_reason",
+        "amend_notified",
         "version",
     }
 )
@@ -139,6 +142,20 @@ class ReportSection:
     key: str
     title: str
     fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Term:
+    """A term the specialty's reports use, explained for patients in a sentence or two (printed
+    under "Words used in this report" when the report uses it). `also` lists other spellings
+    the report may use ("BI-RADS" also "BIRADS")."""
+
+    term: str
+    explanation: str
+    also: tuple[str, ...] = ()
+
+    def spellings(self) -> tuple[str, ...]:
+        return (self.term, *self.also)
 
 
 @dataclass(frozen=True)
@@ -183,7 +200,10 @@ class Specialty:
     # How far the second opinion agrees with the first, graded the specialty's way.
     concordance: tuple[ConcordanceGrade, ...] = ()
     report_sections: tuple[ReportSection, ...] = ()
-    report_template: str | None = None  # e.g. "radiology/report.html" in the plugin's templates
+    # The specialty's part of the report, in the plugin's templates (docs/plugins.md, "The
+    # report"): None renders `report_sections` in order, each field as label and answer.
+    report_template: str | None = None  # e.g. "radiology/report.html"
+    glossary: tuple[Term, ...] = ()  # terms its reports use, explained for patients
     for_children: bool = True
     # Areas within the specialty a doctor may declare (e.g. radiology: neuroradiology, breast);
     # a case may need one (`consilium_suggest_subspecialty`), and is offered to a doctor who

@@ -96,7 +96,19 @@ NOTICES: dict[str, tuple[str, str]] = {
     "case-handed-back": ("success", "You handed the case back to the coordinators."),
     "settings-saved": ("success", "Your reviewing settings are saved."),
     "review-saved": ("success", "Your draft is saved."),
-    "review-signed": ("success", "The review is signed."),
+    "review-signed": (
+        "success",
+        "The review is signed. Its report is issued and the patient is told, unless you hold it "
+        "for a call.",
+    ),
+    "amendment-signed": (
+        "success",
+        "The amended report is signed. It replaces the earlier version; the patient is told.",
+    ),
+    "addendum-signed": (
+        "success",
+        "The addendum is signed. The patient is told of the new version.",
+    ),
     "urgent-marked": ("success", "Marked as urgent: the coordinators are alerted."),
     "urgent-in-hand": ("success", "You have taken the urgent finding in hand."),
     "communication-logged": ("success", "The conversation is logged."),

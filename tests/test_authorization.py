@@ -84,6 +84,9 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/reset"): dict.fromkeys(VISITORS, 400),
     ("GET", "/reset/{token:str}"): dict.fromkeys(VISITORS, 303),  # unknown token
     ("POST", "/reset/{token:str}"): dict.fromkeys(VISITORS, 303),  # unknown token
+    # Checking a report (core/pages/verify.py): public; an empty form lacks the number (400).
+    ("GET", "/verify"): PUBLIC,
+    ("POST", "/verify"): dict.fromkeys(VISITORS, 400),
     ("GET", "/account"): signed_in(),
     ("POST", "/account/profile"): signed_in(400, anonymous=401),
     ("POST", "/account/password"): signed_in(400, anonymous=401),
@@ -185,6 +188,22 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
     ("POST", "/cases/{uid:str}/links"): owner_only(200, anonymous=401),
     ("POST", "/cases/{uid:str}/links/{link:str}/revoke"): owner_only(303, anonymous=401),
     ("GET", "/cases/{uid:str}/access"): owner_only(200),
+    # Report share links (core/pages/shared_report.py): only the owning patient makes and
+    # revokes them, anyone else gets 404 (an empty form lacks who it is for: 400; no such
+    # share: 404); a token that is not a working link is the same 404 for everyone.
+    ("POST", "/cases/{uid:str}/report/shares"): {
+        **dict.fromkeys(VISITORS, 404),
+        "patient": 400,
+        "anonymous": 401,
+    },
+    ("POST", "/cases/{uid:str}/report/shares/{share:str}/revoke"): {
+        **dict.fromkeys(VISITORS, 404),
+        "anonymous": 401,
+    },
+    ("GET", "/shared/{token:str}"): dict.fromkeys(VISITORS, 404),
+    ("POST", "/shared/{token:str}/code"): dict.fromkeys(VISITORS, 404),
+    ("GET", "/shared/{token:str}/pdf"): dict.fromkeys(VISITORS, 404),
+    ("GET", "/shared/{token:str}/documents/{doc:str}"): dict.fromkeys(VISITORS, 404),
     ("GET", "/upload/{token:str}"): dict.fromkeys(VISITORS, 404),
     ("POST", "/upload/{token:str}"): dict.fromkeys(VISITORS, 404),
     ("POST", "/upload/{token:str}/uploads"): dict.fromkeys(VISITORS, 404),
@@ -237,6 +256,11 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "coordinator": 200,
         "admin": 200,
     },
+    # The matrix's case has no report: 404 for every reader (who reads a report, and what they
+    # see before it is released, is tested in test_reports.py on a signed case).
+    ("GET", "/cases/{uid:str}/report"): signed_in(404),
+    ("GET", "/cases/{uid:str}/report/versions/{version:int}"): signed_in(404),
+    ("GET", "/cases/{uid:str}/report/versions/{version:int}/pdf"): signed_in(404),
     ("GET", "/payments/sandbox/{payment:str}"): owner_only(303),  # paid: back to the case
     ("POST", "/payments/sandbox/{payment:str}"): owner_only(303, anonymous=401),
     ("POST", "/payments/webhooks/{provider:str}"): dict.fromkeys(VISITORS, 400),  # unsigned
@@ -336,6 +360,20 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         **only("assigned_doctor", 303, anonymous=401),
         "doctor": 404,
     },
+    # After the report (the matrix's case is only offered: the assigned doctor is sent back to
+    # the case; who may add to or correct a signed report is tested in test_reports.py).
+    ("POST", "/doctor/cases/{uid:str}/review/addendum"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/review/amend"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
+    ("POST", "/doctor/cases/{uid:str}/review/amend/cancel"): {
+        **only("assigned_doctor", 303, anonymous=401),
+        "doctor": 404,
+    },
     ("POST", "/doctor/cases/{uid:str}/review/hold"): {
         **only("assigned_doctor", 303, anonymous=401),
         "doctor": 404,
@@ -429,8 +467,10 @@ def concrete(path: str, ids: dict[str, str]) -> str:
         .replace("{rule:str}", ids["rule"])
         .replace("{doc:str}", ids["document"])
         .replace("{link:str}", ids["link"])
+        .replace("{share:str}", "00000000-0000-4000-8000-000000000000")
         .replace("{upload:str}", ids["upload"])
         .replace("{number:int}", "0")
+        .replace("{version:int}", "1")
         .replace("{away:str}", "00000000-0000-4000-8000-000000000000")
         .replace("{step:str}", "subject")
         .replace("{ask:str}", ids["ask"])

@@ -988,7 +988,7 @@ def test_docs_say_what_the_scaffold_writes(tmp_path) -> None:
 
 
 # Declarations docs/plugins.md says have no effect yet: nothing in core's pages reads them.
-NO_EFFECT = ("report_sections", "report_template", "for_children")
+NO_EFFECT = ("for_children",)
 
 
 def test_docs_say_which_declarations_have_no_effect_yet() -> None:

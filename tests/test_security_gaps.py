@@ -316,6 +316,8 @@ ALLOWED_EMAIL_VALUES = {
     # Why staff are told of a case, or why a date moved: the services' own fixed sentences.
     "why": "The doctor offered it declined.",
     "moved_on": True,
+    # A report is ready, or has a new version (an addendum or a correction).
+    "updated": True,
     # The daily digest: fixed headings, references and links.
     "day": "Monday 7 December 2026",
     "headings": [

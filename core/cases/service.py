@@ -345,10 +345,30 @@ def patient_status(
     missing: Sequence[str] = (),
     by_post: Sequence[str] = (),
     fee: str = "",
+    report: str = "",
 ) -> PatientStatus:
     """The status line for the patient. A submitted case says what is still missing: the
-    required records (by name), what must come by post, the payment, or all of them."""
+    required records (by name), what must come by post, the payment, or all of them. Once the
+    report is signed, `report` says where it is: "ready" (the patient was told), "held" (for a
+    call with the specialist first) or "preparing" (its PDF is being made)."""
     label, text = states.PATIENT_STATUS[case.status]
+    if case.status in (states.REPORT_READY, states.CLOSED) and report == "ready":
+        return PatientStatus(
+            label,
+            "Read your report here, or download it.",
+            "Read your report",
+            f"/cases/{case.uid}/report",
+        )
+    if case.status == states.REPORT_READY and report == "held":
+        text = (
+            "The specialist has finished your report and would like to speak with you before "
+            "you read it. We will call you; you can also call us."
+        )
+        return PatientStatus("Report finished", text)
+    if case.status == states.REPORT_READY:
+        return PatientStatus(
+            "Report finished", "We are preparing your report. It takes a few minutes."
+        )
     if case.waiting_since is not None and case.status in states.ON_THE_CLOCK:
         text = "We asked for something more before the review can go on."
         return PatientStatus("We need something from you", text, "See what we need", "#needs")

@@ -71,7 +71,15 @@ async def record_access(
 
 # A whole study's download is one row about its lead file, with the count in its details.
 STUDY_DOWNLOAD = "document.download_study"
-READ_ACTIONS = ("document.download", "document.view", "document.preview", STUDY_DOWNLOAD)
+# The report's readings are the case's too (core/reports writes them under these names).
+REPORT_READS = {"report.view": "viewed", "report.download": "downloaded"}
+READ_ACTIONS = (
+    "document.download",
+    "document.view",
+    "document.preview",
+    STUDY_DOWNLOAD,
+    *REPORT_READS,
+)
 
 
 @dataclass
@@ -113,6 +121,11 @@ async def record_accesses(case: Case, viewer: User) -> list[AccessLine]:
             who = "You"
         else:
             who = f"{person.full_name} ({person.role})"
+        if row.action in REPORT_READS:
+            version = _details(row.details).get("version")
+            what = f"(version {version})" if isinstance(version, int) else ""
+            lines.append(AccessLine(row.at, who, f"{REPORT_READS[row.action]} your report", what))
+            continue
         if row.action == STUDY_DOWNLOAD:
             files = _details(row.details).get("files")
             study = studies.get(row.object_id or "", "imaging study")

@@ -2,7 +2,18 @@
 the request wizard with its fee; the staff queues). They sit above every domain; a domain's own
 actions answer from its routes.py."""
 
-from core.pages import attention, case, doctor, doctor_requests, home, requests, review, staff
+from core.pages import (
+    attention,
+    case,
+    doctor,
+    doctor_requests,
+    home,
+    report,
+    requests,
+    review,
+    shared_report,
+    staff,
+)
 
 ROUTES = [
     *home.ROUTES,
@@ -13,4 +24,6 @@ ROUTES = [
     *review.ROUTES,
     *doctor_requests.ROUTES,
     *attention.ROUTES,
+    *report.ROUTES,
+    *shared_report.ROUTES,
 ]

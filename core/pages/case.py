@@ -26,6 +26,7 @@ from core.documents import service as documents
 from core.errors import InvalidInput, NotFound, Refused
 from core.pages.common import own_case, records_page
 from core.payments import service as payments
+from core.reports import service as reports
 from core.reviews import urgent
 from core.roles import PATIENT
 from core.security import role_guard
@@ -91,6 +92,7 @@ async def case_page(
             missing=reception.missing_uploads(case, specialty),
             by_post=reception.missing_materials(case, specialty),
             fee=payment.fee_display,
+            report=await reports.patient_word(case, request.user),
         ),
         events=await cases.timeline(case),
         answers=cases.answers_of(case),

@@ -23,6 +23,7 @@ from core.completeness import service as completeness
 from core.errors import InvalidInput, Refused
 from core.forms import change_rows
 from core.pages.common import form_lists, records_page, specialty_of, urgent_panel
+from core.reports import service as reports
 from core.reviews import colleagues, urgent
 from core.reviews import service as reviews
 from core.roles import DOCTOR
@@ -30,6 +31,13 @@ from core.security import record_denied, role_guard
 from core.web import client_ip, form_data, page, redirect
 
 TEMPLATE = "doctor/review.html"
+
+
+async def _space(request: Request, case: Case, specialty: Any) -> reviews.Workspace:
+    """The review's form for this doctor: with the amendment's fields while they correct the
+    signed report."""
+    amending = await reviews.amending(case, request.user)
+    return await reviews.workspace(case, specialty, amending=amending)
 
 
 class ReviewController(Controller):
@@ -56,10 +64,11 @@ class ReviewController(Controller):
         **extra: Any,
     ) -> Template:
         specialty = specialty_of(request, case.specialty)
-        space = await reviews.workspace(case, specialty)
+        space = await _space(request, case, specialty)
         draft = await reviews.draft_of(case, request.user)
         raw = draft.raw if raw is None else raw
-        signed = await reviews.signed_of(case)
+        signed = await reviews.last_full_review(case)
+        amending = signed is not None and space.amending
         return page(
             request,
             template,
@@ -74,7 +83,9 @@ class ReviewController(Controller):
             saved_at=draft.updated_at,
             errors=errors or {},
             signed=signed,
+            amending=amending,
             signed_content=reviews.signed_content(signed) if signed else None,
+            report_state=await reports.state_of(case, request.user) if signed else None,
             age=assignment.subject_age(case, assignment.today()),
             subject=await cases.subject_of(case),
             answers=cases.answers_of(case),
@@ -150,7 +161,7 @@ class ReviewController(Controller):
             draft = await self._save(request, case, raw)
         except reviews.StaleDraft as stale:
             specialty = specialty_of(request, case.specialty)
-            space = await reviews.workspace(case, specialty)
+            space = await _space(request, case, specialty)
             return HTMXBlockTemplate(
                 template_name=TEMPLATE,
                 block_name="conflict",
@@ -167,7 +178,7 @@ class ReviewController(Controller):
         context |= {"saved_at": draft.updated_at, "version": draft.version}
         if request.query_params.get("refresh"):
             specialty = specialty_of(request, case.specialty)
-            space = await reviews.workspace(case, specialty)
+            space = await _space(request, case, specialty)
             context |= {
                 "space": space,
                 "specialty": specialty,
@@ -193,10 +204,10 @@ class ReviewController(Controller):
     async def _preview(
         self, request: Request, case: Case, status: int = 200, **extra: Any
     ) -> Template | Redirect:
-        if await reviews.signed_of(case) is not None:
-            return redirect(f"/doctor/cases/{case.uid}/review")
         specialty = specialty_of(request, case.specialty)
-        space = await reviews.workspace(case, specialty)
+        space = await _space(request, case, specialty)
+        if await reviews.signed_of(case) is not None and not space.amending:
+            return redirect(f"/doctor/cases/{case.uid}/review")
         draft = await reviews.draft_of(case, request.user)
         checked = reviews.check(space, request.app.state.plugins, draft.raw)
         if checked.errors:
@@ -208,6 +219,7 @@ class ReviewController(Controller):
             case=case,
             specialty=specialty,
             preview=await reviews.preview(case, space, checked),
+            amending=space.amending,
             version=draft.version,
             errors=extra.pop("errors", {}),
             **extra,
@@ -223,10 +235,10 @@ class ReviewController(Controller):
         specialty = specialty_of(request, case.specialty)
         version = str(form.get("version") or "")
         try:
-            await reviews.sign(
+            signed = await reviews.sign(
                 case,
                 request.user,
-                await reviews.workspace(case, specialty),
+                await _space(request, case, specialty),
                 request.app.state.plugins,
                 version=int(version) if version.isdigit() else -1,
                 password=str(form.get("password") or ""),
@@ -242,7 +254,66 @@ class ReviewController(Controller):
             return redirect(f"/doctor/cases/{case.uid}/review")
         except reviews.SignRefused as refused:
             return await self._preview(request, case, refused.status, problem=refused.message)
-        return redirect(f"/doctor/cases/{case.uid}/review", "review-signed")
+        notice = "amendment-signed" if signed.sequence > 1 else "review-signed"
+        return redirect(f"/doctor/cases/{case.uid}/review", notice)
+
+    # After the report: an addendum, or an amended report (core/reviews/service.py).
+
+    @post("/amend")
+    async def amend(self, request: Request, uid: FromPath[str]) -> Redirect:
+        """Open the signed review again as a draft, to correct it."""
+        try:
+            case = await self._case(request, uid)
+        except reviews.NotAccepted:
+            return redirect(f"/doctor/cases/{uid}")
+        try:
+            await reviews.start_amendment(case, request.user, ip=client_ip(request))
+        except reviews.ReviewClosed:
+            return redirect(f"/doctor/cases/{case.uid}/review")
+        return redirect(f"/doctor/cases/{case.uid}/review#review-form")
+
+    @post("/amend/cancel")
+    async def cancel_amendment(self, request: Request, uid: FromPath[str]) -> Redirect:
+        try:
+            case = await self._case(request, uid)
+        except reviews.NotAccepted:
+            return redirect(f"/doctor/cases/{uid}")
+        await reviews.cancel_amendment(case, request.user, ip=client_ip(request))
+        return redirect(f"/doctor/cases/{case.uid}/review")
+
+    @post("/addendum")
+    async def addendum(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
+        try:
+            case = await self._case(request, uid)
+        except reviews.NotAccepted:
+            return redirect(f"/doctor/cases/{uid}")
+        values = await form_data(request)
+        try:
+            await reviews.sign_addendum(
+                case,
+                request.user,
+                reason=values.get("addendum_reason", ""),
+                text=values.get("addendum_text", ""),
+                password=values.get("password", ""),
+                code=values.get("code", ""),
+                confirmed=values.get("confirm") == "yes",
+                ip=client_ip(request),
+            )
+        except InvalidInput as invalid:
+            return await self._page(
+                request, case, 400, addendum_values=values, addendum_errors=invalid.errors
+            )
+        except reviews.SignRefused as refused:
+            return await self._page(
+                request,
+                case,
+                refused.status,
+                addendum_values=values,
+                addendum_problem=refused.message,
+            )
+        except reviews.ReviewClosed:
+            return redirect(f"/doctor/cases/{case.uid}/review")
+        return redirect(f"/doctor/cases/{case.uid}/review", "addendum-signed")
 
     # Urgent findings and the communication log (core/reviews/urgent.py).
 

@@ -25,6 +25,7 @@ from core.completeness import service as completeness
 from core.errors import InvalidInput, Refused
 from core.pages.common import records_page, urgent_panel
 from core.payments import service as payments
+from core.reports import service as reports
 from core.reviews import urgent
 from core.roles import ADMIN, COORDINATOR
 from core.security import role_guard
@@ -152,6 +153,7 @@ class StaffCaseController(Controller):
             materials=await completeness.materials_of(case, specialty),
             can_ask=completeness.may_ask(case),
             clock=await pauses.clock_of(case),
+            report_state=await reports.state_of(case, request.user),
             **await urgent_panel(case, f"/staff/cases/{case.uid}", can_take=True),
             values=extra.pop("values", {}),
             errors=extra.pop("errors", {}),

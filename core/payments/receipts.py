@@ -23,6 +23,7 @@ from core.errors import NotFound
 from core.notifications.service import TEMPLATES
 from core.payments.service import SUCCEEDED, money
 from core.payments.tables import Payment
+from core.pdf import html_to_pdf
 
 
 class ReceiptUnavailable(NotFound):
@@ -79,15 +80,6 @@ async def receipt_for(case: Case, payment: Payment, specialty_title: str) -> Rec
         provider_reference=reference,
         refunded=payment.status != SUCCEEDED,
     )
-
-
-def html_to_pdf(html: str) -> bytes:
-    """Any receipt HTML as PDF. WeasyPrint 70's own fetcher, limited to `data:`: a refused URL
-    raises inside the fetcher, which WeasyPrint logs and skips (the resource is left out)."""
-    from weasyprint import HTML, URLFetcher
-
-    fetcher = URLFetcher(allowed_protocols={"data"}, allow_redirects=False, timeout=5)
-    return HTML(string=html, url_fetcher=fetcher).write_pdf()
 
 
 def render_pdf(receipt: Receipt) -> bytes:

@@ -98,8 +98,35 @@ class CoreFields:
         return (*([self.materials] if self.materials else []), *self.answers, *self.conclusions)
 
 
+AMEND_REASON, AMEND_NOTIFIED = "amend_reason", "amend_notified"
+AMENDMENT_FIELDS = (
+    LongText(
+        name=AMEND_REASON,
+        label="Why is the report amended?",
+        help="What was wrong in the signed report and what this version corrects. The patient "
+        "and anyone checking the report read it.",
+        required=True,
+        max_length=2000,
+        rows=3,
+    ),
+    LongText(
+        name=AMEND_NOTIFIED,
+        label="Who was told of the correction",
+        help="Who, when and how: e.g. “The patient, by phone, 5 Dec 2026; Dr A. Khan, treating "
+        "oncologist, by secure message”.",
+        required=True,
+        max_length=1000,
+        rows=2,
+    ),
+)
+
+
 def core_fields(
-    specialty: Specialty, questions: Sequence[str], materials: Sequence[Material]
+    specialty: Specialty,
+    questions: Sequence[str],
+    materials: Sequence[Material],
+    *,
+    amending: bool = False,
 ) -> CoreFields:
     choices = tuple(
         Choice(m.value, m.label, help=m.detail) for m in materials
@@ -171,6 +198,8 @@ def core_fields(
             rows=6,
         ),
     ]
+    if amending:  # a correction of a signed report says why and who was told
+        conclusions += AMENDMENT_FIELDS
     return CoreFields(
         materials=MultiChoice(
             name="materials",

@@ -36,7 +36,15 @@ from core.facts import ReviewSigned
 from core.forms import Form, MappingFormData, StoredAnswers, summarise, visible_names
 from core.plugins import PluginHost
 from core.reviews import colleagues
-from core.reviews.form import CoreFields, Material, core_fields, cross_check, materials_from
+from core.reviews.form import (
+    AMEND_NOTIFIED,
+    AMEND_REASON,
+    CoreFields,
+    Material,
+    core_fields,
+    cross_check,
+    materials_from,
+)
 from core.reviews.tables import ReviewDraft, SignedReview
 from core.specialty import Specialty
 
@@ -160,14 +168,77 @@ async def save_draft(
 
 
 async def _editable(case: Case, doctor: User) -> None:
+    """The review is being written by this doctor, or they are amending the report they signed
+    (a draft made by `start_amendment`)."""
+    if await signed_of(case) is not None:
+        if not await amending(case, doctor):
+            raise ReviewClosed("This review is signed: it can no longer be changed.")
+        return
     if case.assigned_doctor != doctor.id or case.status not in (
         states.ASSIGNED,
         states.IN_REVIEW,
         states.AWAITING_INFO,
     ):
         raise ReviewClosed("This review can no longer be changed.")
-    if await signed_of(case) is not None:
-        raise ReviewClosed("This review is signed: it can no longer be changed.")
+
+
+# Corrections after signing --------------------------------------------------------------------
+
+AFTER_REPORT = (states.REPORT_READY, states.CLOSED)
+
+
+async def _may_correct(case: Case, doctor: User) -> bool:
+    """A doctor who signed a version of the report corrects it, once it is issued."""
+    return case.status in AFTER_REPORT and await SignedReview.exists().where(
+        (SignedReview.case == case.id) & (SignedReview.doctor == doctor.id)
+    )
+
+
+async def amending(case: Case, doctor: User) -> bool:
+    """Whether this doctor has an amendment of the signed report open (its draft)."""
+    return await _may_correct(case, doctor) and await ReviewDraft.exists().where(
+        (ReviewDraft.case == case.id) & (ReviewDraft.doctor == doctor.id)
+    )
+
+
+async def last_full_review(case: Case) -> SignedReview | None:
+    """The review the report's text comes from: the first, or the latest amended report
+    (addenda only follow it)."""
+    rows = (
+        await SignedReview.objects()
+        .where(SignedReview.case == case.id)
+        .order_by(SignedReview.sequence, ascending=False)
+    )
+    return next((r for r in rows if json.loads(r.content).get("kind") != ADDENDUM), None)
+
+
+async def start_amendment(case: Case, doctor: User, *, ip: str | None) -> None:
+    """Open the signed review again as a draft, as it was signed: the doctor corrects it, says
+    why and who was told, and signs an amended report that replaces it."""
+    if not await _may_correct(case, doctor):
+        raise ReviewClosed("Only the doctor who signed the report corrects it, once it is issued.")
+    signed = await last_full_review(case)
+    entries = json.loads(signed.content).get("entries", {}) if signed else {}
+    for name in (AMEND_REASON, AMEND_NOTIFIED):
+        entries.pop(name, None)  # a new amendment says its own why
+    await ReviewDraft.raw(
+        'INSERT INTO review_draft ("case", doctor, entries, version, page, updated_at) '
+        "VALUES ({}, {}, {}, 1, '', {}) ON CONFLICT (\"case\", doctor) DO NOTHING",
+        case.id,
+        doctor.id,
+        json.dumps(entries),
+        clock.now(),
+    )
+    await audit.record_about("review.amend_start", case, case=case, actor=doctor, ip=ip)
+
+
+async def cancel_amendment(case: Case, doctor: User, *, ip: str | None) -> None:
+    if not await amending(case, doctor):
+        return
+    await ReviewDraft.delete().where(
+        (ReviewDraft.case == case.id) & (ReviewDraft.doctor == doctor.id)
+    )
+    await audit.record_about("review.amend_cancel", case, case=case, actor=doctor, ip=ip)
 
 
 # The form ---------------------------------------------------------------------------------
@@ -201,6 +272,7 @@ class Workspace:
     specialty: Specialty
     core: CoreFields
     materials: list[Material]
+    amending: bool = False  # a correction of the signed report (its two fields added)
 
     @property
     def core_form(self) -> Form:
@@ -220,11 +292,10 @@ class Workspace:
         return visible_names(self.specialty.review, data) | visible_names(self.core_form, data)
 
 
-async def workspace(case: Case, specialty: Specialty) -> Workspace:
+async def workspace(case: Case, specialty: Specialty, *, amending: bool = False) -> Workspace:
     materials = await materials_of(case, specialty)
-    return Workspace(
-        specialty, core_fields(specialty, cases.questions_of(case), materials), materials
-    )
+    fields = core_fields(specialty, cases.questions_of(case), materials, amending=amending)
+    return Workspace(specialty, fields, materials, amending)
 
 
 @dataclass
@@ -301,27 +372,10 @@ async def signed_of(case: Case) -> SignedReview | None:
     )
 
 
-async def sign(
-    case: Case,
-    doctor: User,
-    space: Workspace,
-    plugins: PluginHost,
-    *,
-    version: int,
-    password: str,
-    code: str,
-    confirmed: bool,
-    ip: str | None,
-) -> SignedReview:
-    """Sign the draft of `version`. Refused (SignRefused) without confirmation, with a wrong
-    password or code, or while a question to the patient is open; InvalidInput when a field is
-    wrong; StaleDraft when the draft changed after the preview."""
-    await _editable(case, doctor)
-    draft = await draft_of(case, doctor)
-    if draft.version != version or version == 0:
-        raise StaleDraft(draft)
-    if not confirmed:
-        raise SignRefused("Tick the box to confirm that this is your opinion.", status=400)
+ADDENDUM, AMENDED = "addendum", "amended"
+
+
+async def _profile_for_signing(doctor: User) -> DoctorProfile:
     profile = await DoctorProfile.objects().where(DoctorProfile.doctor == doctor.id).first()
     if profile is None or not (profile.registration_number and profile.registering_body):
         raise SignRefused(
@@ -329,6 +383,14 @@ async def sign(
             "states them.",
             status=400,
         )
+    return profile
+
+
+async def _reauthenticate(
+    case: Case, doctor: User, password: str, code: str, *, ip: str | None
+) -> None:
+    """The password and a current authenticator code, in the request that signs; wrong attempts
+    slow down like sign-ins."""
     if wait := await accounts.reauth_wait(doctor):
         later = f"{wait} seconds" if wait < 120 else f"{wait // 60} minutes"
         raise SignRefused(f"Too many wrong attempts: try again in {later}.", status=429)
@@ -343,7 +405,89 @@ async def sign(
             "The password or the code from your authenticator app is not right.", status=400
         )
     await accounts.reauth_passed(doctor)
-    if case.status != states.IN_REVIEW:
+
+
+async def _insert_signed(case: Case, row: SignedReview, *, ip: str | None, **after: Any) -> None:
+    """Write the signed row and tell the other domains, in one transaction; a second signature
+    of the same sequence (another tab) fails on the unique index and is ReviewClosed."""
+    try:
+        async with db.transaction():
+            await SignedReview.insert(row)
+            if after.get("end_draft"):
+                await ReviewDraft.delete().where(
+                    (ReviewDraft.case == case.id) & (ReviewDraft.doctor == row.doctor)
+                )
+            if after.get("first"):
+                await colleagues.end_all(case)  # their read-only access ends with the review
+                # The doctor's work is done: the clock stops here, not when the PDF is made.
+                await cases.transition(case, "publish_report", after["doctor"], ip=ip)
+            await context.current().events.publish(
+                ReviewSigned(case_id=case.id, review_uid=row.uid)
+            )
+            await audit.record_about(
+                "review.sign",
+                row,
+                case=case,
+                actor=after["doctor"],
+                ip=ip,
+                details={"sequence": row.sequence, "kind": after.get("kind", "review")},
+            )
+    except Exception:
+        taken = await SignedReview.exists().where(
+            (SignedReview.case == case.id) & (SignedReview.sequence == row.sequence)
+        )
+        if taken:  # another tab signed first
+            raise ReviewClosed("This review is signed: it can no longer be changed.") from None
+        raise
+
+
+def _signed_row(
+    case: Case, doctor: User, profile: DoctorProfile, sequence: int, content: dict, **fields: Any
+) -> SignedReview:
+    text = json.dumps(content, sort_keys=True, ensure_ascii=False)
+    return SignedReview(
+        uid=uuid.uuid4(),
+        case=case.id,
+        sequence=sequence,
+        doctor=doctor.id,
+        specialty=case.specialty,
+        content=text,
+        content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        signer_name=doctor.full_name,
+        signer_title=profile.title,
+        registration_number=profile.registration_number,
+        registering_body=profile.registering_body,
+        signed_at=clock.now(),
+        **fields,
+    )
+
+
+async def sign(
+    case: Case,
+    doctor: User,
+    space: Workspace,
+    plugins: PluginHost,
+    *,
+    version: int,
+    password: str,
+    code: str,
+    confirmed: bool,
+    ip: str | None,
+) -> SignedReview:
+    """Sign the draft of `version`: the review, or (`space.amending`) an amended report that
+    replaces the signed one. Refused (SignRefused) without confirmation, with a wrong password or
+    code, or while a question to the patient is open; InvalidInput when a field is wrong;
+    StaleDraft when the draft changed after the preview."""
+    await _editable(case, doctor)
+    draft = await draft_of(case, doctor)
+    if draft.version != version or version == 0:
+        raise StaleDraft(draft)
+    if not confirmed:
+        raise SignRefused("Tick the box to confirm that this is your opinion.", status=400)
+    profile = await _profile_for_signing(doctor)
+    await _reauthenticate(case, doctor, password, code, ip=ip)
+    latest = await signed_of(case)
+    if latest is None and case.status != states.IN_REVIEW:
         raise SignRefused(
             "A question to the patient is still open: sign when it is answered or withdrawn."
         )
@@ -351,54 +495,93 @@ async def sign(
     if checked.errors:
         raise InvalidInput(checked.errors)
     # What is signed is what the preview showed, in words (the colleagues' answers included:
-    # "reviewed with Dr …, who concurs"), with the values for statistics and the report.
+    # "reviewed with Dr …, who concurs"), with the values for statistics and the report, and
+    # the form's entries (an amendment starts from them).
     shown = await preview(case, space, checked)
-    content = {
+    core_values = dict(checked.core_values)
+    content: dict[str, Any] = {
         "specialty": StoredAnswers.capture(
             space.specialty.review, checked.specialty_values
         ).as_json(),
-        "core": StoredAnswers.capture(space.core_form, checked.core_values).as_json(),
+        "core": StoredAnswers.capture(space.core_form, core_values).as_json(),
         "materials": shown.materials,
         "answers": shown.answers,
         "conclusions": shown.conclusions,
         "colleagues": shown.colleagues,
+        "entries": draft.raw,
     }
-    text = json.dumps(content, sort_keys=True, ensure_ascii=False)
-    name = doctor.full_name
-    row = SignedReview(
-        uid=uuid.uuid4(),
-        case=case.id,
-        sequence=1,
-        doctor=doctor.id,
-        specialty=case.specialty,
+    if latest is not None:  # an amended report: why, and who was told
+        content.update(
+            kind=AMENDED,
+            reason=core_values.get(AMEND_REASON) or "",
+            notified=core_values.get(AMEND_NOTIFIED) or "",
+        )
+    row = _signed_row(
+        case,
+        doctor,
+        profile,
+        latest.sequence + 1 if latest else 1,
+        content,
         form_version=space.specialty.review.version,
-        content=text,
-        content_sha256=hashlib.sha256(text.encode()).hexdigest(),
         agreement=checked.core_values["agreement"],
         concordance=checked.core_values.get("concordance") or "",
-        signer_name=name,
-        signer_title=profile.title,
-        registration_number=profile.registration_number,
-        registering_body=profile.registering_body,
-        signed_at=clock.now(),
     )
-    try:
-        async with db.transaction():
-            await SignedReview.insert(row)
-            await ReviewDraft.delete().where(
-                (ReviewDraft.case == case.id) & (ReviewDraft.doctor == doctor.id)
-            )
-            await colleagues.end_all(case)  # their read-only access ends with the review
-            await context.current().events.publish(
-                ReviewSigned(case_id=case.id, review_uid=row.uid)
-            )
-            await audit.record_about(
-                "review.sign", row, case=case, actor=doctor, ip=ip, details={"sequence": 1}
-            )
-    except Exception:
-        if await signed_of(case) is not None:  # another tab signed first
-            raise ReviewClosed("This review is signed: it can no longer be changed.") from None
-        raise
+    await _insert_signed(
+        case,
+        row,
+        ip=ip,
+        doctor=doctor,
+        end_draft=True,
+        first=latest is None,
+        kind=AMENDED if latest else "review",
+    )
+    return row
+
+
+async def sign_addendum(
+    case: Case,
+    doctor: User,
+    *,
+    reason: str,
+    text: str,
+    password: str,
+    code: str,
+    confirmed: bool,
+    ip: str | None,
+) -> SignedReview:
+    """Add new information to the issued report (a late result, an answer to a follow-up
+    question): signed like the review; the report's text stays as it was, the addendum follows
+    it in a new version."""
+    if not await _may_correct(case, doctor):
+        raise ReviewClosed("Only the doctor who signed the report adds to it, once it is issued.")
+    reason, text = reason.strip(), text.strip()
+    errors: dict[str, str] = {}
+    if not text:
+        errors["addendum_text"] = "Write the addendum."
+    elif len(text) > 5000:
+        errors["addendum_text"] = "Keep the addendum under 5,000 characters."
+    if not reason:
+        errors["addendum_reason"] = "Say what is new, in a sentence (for example, a late result)."
+    elif len(reason) > 300:
+        errors["addendum_reason"] = "Keep this under 300 characters."
+    if errors:
+        raise InvalidInput(errors)
+    if not confirmed:
+        raise SignRefused("Tick the box to confirm that this is your opinion.", status=400)
+    profile = await _profile_for_signing(doctor)
+    await _reauthenticate(case, doctor, password, code, ip=ip)
+    latest = await signed_of(case)
+    row = _signed_row(
+        case,
+        doctor,
+        profile,
+        latest.sequence + 1,
+        {"kind": ADDENDUM, "reason": reason, "text": text},
+        form_version=latest.form_version,
+        agreement=latest.agreement,  # statistics count the current version's
+        concordance=latest.concordance,
+    )
+    await _insert_signed(case, row, ip=ip, doctor=doctor, kind=ADDENDUM)
     return row
 
 

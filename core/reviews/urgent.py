@@ -25,6 +25,7 @@ from core.audit import service as audit
 from core.cases import states
 from core.cases.tables import Case
 from core.errors import InvalidInput, Refused
+from core.facts import ReportHoldChanged
 from core.notifications import service as notifications
 from core.reviews.tables import Communication, ReportHold, UrgentFinding
 from core.roles import ADMIN, COORDINATOR, DOCTOR
@@ -194,6 +195,8 @@ async def log(case: Case, user: User, values: dict[str, str], *, ip: str | None)
             ip=ip,
             details={"audience": cleaned["audience"], "method": cleaned["method"]},
         )
+        if cleaned["audience"] == "patient" and cleaned["method"] in SPOKEN:
+            await context.current().events.publish(ReportHoldChanged(case_id=case.id))
     return row
 
 
@@ -211,6 +214,7 @@ async def set_hold(case: Case, doctor: User, hold: bool, *, ip: str | None) -> N
             )
         else:
             await ReportHold.delete().where(ReportHold.case == case.id)
+            await context.current().events.publish(ReportHoldChanged(case_id=case.id))
         await audit.record_about(
             "review.hold", case, case=case, actor=doctor, ip=ip, details={"hold": hold}
         )

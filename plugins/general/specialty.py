@@ -20,6 +20,7 @@ from core.specialty import (
     ShowIf,
     SingleChoice,
     Specialty,
+    Term,
     Text,
     YesNo,
 )
@@ -189,13 +190,37 @@ INTAKE = Form(
 
 REVIEW = Form(
     # 2: the answers to the patient's questions are core's (one per question), no longer a field.
-    version=2,
+    # 3: `diagnosis_status` added (the report leads with it).
+    version=3,
     fields=(
         LongText(
             name="case_summary",
             label="Summary of the case",
             help="Presentation, key investigations and the working diagnosis as referred.",
             required=True,
+        ),
+        SingleChoice(
+            name="diagnosis_status",
+            label="The diagnosis made by the treating doctors",
+            help="Leave empty when the request was about the treatment plan only.",
+            choices=(
+                Choice("confirmed", "Confirmed", help="The records support it as it stands."),
+                Choice(
+                    "modified",
+                    "Modified",
+                    help="The same condition, refined or partly changed: type, stage, severity.",
+                ),
+                Choice(
+                    "new",
+                    "Changed – a new or different diagnosis",
+                    help="Instead of the referred one, or as well as it.",
+                ),
+                Choice(
+                    "not_established",
+                    "Not established",
+                    help="Cannot be confirmed or excluded on these records: say what would.",
+                ),
+            ),
         ),
         LongText(
             name="diagnostic_assessment",
@@ -216,7 +241,8 @@ REVIEW = Form(
             label="Recommended management",
             help=(
                 "Treatment options with expected benefit and main risks; comment on the current "
-                "plan and medication list (interactions, dosing, contraindications)."
+                "plan and medication list (interactions, dosing, contraindications); clinical "
+                "trials the patient may be eligible for, where relevant."
             ),
             required=True,
         ),
@@ -243,6 +269,100 @@ REVIEW = Form(
         ),
     ),
 )
+
+# Words general second opinions use, explained for patients: core prints those a report uses.
+GLOSSARY = (
+    Term(
+        "Diagnosis",
+        "The name of the illness or health problem that explains your symptoms and test results.",
+        also=("diagnoses",),
+    ),
+    Term(
+        "Differential diagnosis",
+        "The list of illnesses that could explain your symptoms, which doctors narrow down with "
+        "tests.",
+    ),
+    Term(
+        "Management",
+        "Everything done to treat and follow up a health problem: medicines, operations, "
+        "tests and check-ups.",
+    ),
+    Term(
+        "Investigations",
+        "Tests such as blood tests, scans or biopsies that help doctors find or check a diagnosis.",
+        also=("investigation",),
+    ),
+    Term(
+        "Prognosis",
+        "What is likely to happen with an illness over time, with or without treatment.",
+    ),
+    Term(
+        "Chronic",
+        "Lasting a long time, often for life, but usually manageable with treatment.",
+    ),
+    Term(
+        "Acute",
+        "Starting suddenly or lasting a short time. It does not by itself mean severe.",
+    ),
+    Term(
+        "Benign",
+        "Not cancer. A benign growth does not spread to other parts of the body.",
+    ),
+    Term(
+        "Malignant",
+        "Cancer: cells that can grow into nearby tissue and spread to other parts of the body.",
+        also=("malignancy",),
+    ),
+    Term(
+        "Biopsy",
+        "Taking a small piece of tissue, usually with a needle, to look at it under a microscope.",
+    ),
+    Term(
+        "Guidelines",
+        "Advice written by expert groups on how to diagnose and treat an illness, based on "
+        "the best research available.",
+        also=("guideline",),
+    ),
+    Term(
+        "First-line",
+        "The treatment doctors usually try first because it works well for most people.",
+        also=("first line",),
+    ),
+    Term(
+        "Contraindication",
+        "A reason not to use a particular medicine or treatment for you, because it could do harm.",
+        also=("contraindications", "contraindicated"),
+    ),
+    Term(
+        "Interaction",
+        "When two medicines, or a medicine and a food, change how each other works. It can "
+        "make a medicine weaker or cause side effects.",
+        also=("interactions",),
+    ),
+    Term(
+        "Comorbidity",
+        "Another long-term health problem you have at the same time, such as high blood pressure.",
+        also=("comorbidities",),
+    ),
+    Term(
+        "Clinical trial",
+        "A research study that tests a new treatment with volunteers, under close watch. "
+        "Taking part is always your choice.",
+        also=("clinical trials", "trial", "trials"),
+    ),
+    Term(
+        "Multidisciplinary team",
+        "A group of specialists from different fields who meet to agree the best plan for a "
+        "patient.",
+        also=("MDT",),
+    ),
+    Term(
+        "Referral",
+        "A request from one doctor to another, often a specialist, to see you or to do a test.",
+        also=("referrals", "refer"),
+    ),
+)
+
 
 SPECIALTY = Specialty(
     slug=SLUG,
@@ -294,12 +414,18 @@ SPECIALTY = Specialty(
     ),
     report_sections=(
         ReportSection("summary", "Summary of the case", ("case_summary",)),
-        ReportSection("assessment", "Assessment", ("diagnostic_assessment", "discordance_comment")),
+        ReportSection(
+            "assessment",
+            "Assessment",
+            ("diagnosis_status", "diagnostic_assessment", "discordance_comment"),
+        ),
         ReportSection(
             "recommendations",
             "Recommendations",
             ("further_tests", "recommended_treatment", "follow_up_urgency"),
         ),
     ),
+    report_template="general/report.html",
+    glossary=GLOSSARY,
     for_children=True,
 )

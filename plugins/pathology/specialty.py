@@ -19,6 +19,7 @@ from core.specialty import (
     ShowIf,
     SingleChoice,
     Specialty,
+    Term,
     Text,
 )
 
@@ -286,6 +287,115 @@ SUBSPECIALTIES = (
     Choice("paediatric", "Paediatric pathology"),
 )
 
+# Words pathology reports use, explained for patients: core prints those a report uses.
+GLOSSARY = (
+    Term(
+        "Benign",
+        "Not cancer. A benign growth does not spread to other parts of the body.",
+    ),
+    Term(
+        "Malignant",
+        "Cancer: cells that can grow into nearby tissue and spread to other parts of the body.",
+        also=("malignancy",),
+    ),
+    Term(
+        "Carcinoma",
+        "The most common kind of cancer. It starts in the cells that line organs and skin.",
+        also=("carcinomas",),
+    ),
+    Term(
+        "Invasive",
+        "Cancer cells have grown beyond the layer where they started into the tissue around it.",
+    ),
+    Term(
+        "In situ",
+        "Abnormal cells that have stayed in the layer where they started and have not grown "
+        "into the tissue around it.",
+    ),
+    Term(
+        "No special type",
+        "The most common pattern of breast cancer under the microscope. Often written NST.",
+        also=("NST",),
+    ),
+    Term(
+        "Grade",
+        "How different the cells look from normal cells under the microscope. A low grade "
+        "usually means slower growth; a high grade, faster growth.",
+        also=("grades", "graded"),
+    ),
+    Term(
+        "Stage",
+        "How big a cancer is and how far it has spread. Letters and numbers such as pT2 or pN1 "
+        "describe the stage.",
+        also=("staging",),
+    ),
+    Term(
+        "Margin",
+        "The edge of the tissue that was removed. A clear margin means no disease was seen at "
+        "the edge; an involved (positive) margin means some may have been left behind.",
+        also=("margins",),
+    ),
+    Term(
+        "Specimen",
+        "The sample of tissue, cells or fluid that was sent to the laboratory.",
+        also=("specimens",),
+    ),
+    Term(
+        "Biopsy",
+        "Taking a small piece of tissue, usually with a needle, to look at it under a microscope.",
+        also=("biopsies",),
+    ),
+    Term(
+        "Cytology",
+        "Looking at single cells under a microscope, for example cells taken with a thin "
+        "needle or a smear.",
+    ),
+    Term(
+        "Lymph node",
+        "A small bean-shaped gland that is part of the body's defence against infection. "
+        "Cancer can spread to the nearest lymph nodes first.",
+        also=("lymph nodes",),
+    ),
+    Term(
+        "Metastasis",
+        "Cancer that has spread from where it started to another part of the body.",
+        also=("metastases", "metastatic"),
+    ),
+    Term(
+        "Dysplasia",
+        "Cells that look abnormal but are not cancer. Some kinds can turn into cancer over "
+        "time, so they are watched or removed.",
+    ),
+    Term(
+        "Atypia",
+        "Cells that look a little unusual under the microscope. It is not cancer.",
+        also=("atypical",),
+    ),
+    Term(
+        "Immunohistochemistry",
+        "Extra stains on the sample that show whether the cells carry certain markers. They "
+        "help name the disease and choose treatment.",
+        also=("IHC",),
+    ),
+    Term(
+        "Hormone receptors",
+        "Markers (ER and PR) that show whether a breast cancer grows in response to hormones. "
+        "If it does, hormone-blocking medicines can help.",
+        also=("ER", "PR", "oestrogen receptor", "progesterone receptor"),
+    ),
+    Term(
+        "HER2",
+        "A protein that makes some cancers grow faster. Cancers with a lot of it can be treated "
+        "with medicines that target it.",
+    ),
+    Term(
+        "Ki-67",
+        "A marker of how many cells are dividing. A higher number means the cells are growing "
+        "faster.",
+    ),
+)
+
+
 SPECIALTY = Specialty(
     slug=SLUG,
     title="Lab and biopsy reports",
@@ -373,5 +483,7 @@ SPECIALTY = Specialty(
         ),
         ReportSection("recommendations", "Recommendations", ("additional_tests",)),
     ),
+    report_template="pathology/report.html",
+    glossary=GLOSSARY,
     for_children=True,
 )

@@ -18,6 +18,7 @@ from core.specialty import (
     ShowIf,
     SingleChoice,
     Specialty,
+    Term,
     Text,
     YesNo,
 )
@@ -279,6 +280,109 @@ SUBSPECIALTIES = (
     Choice("paediatric", "Paediatric radiology"),
 )
 
+# Words radiology reports use, explained for patients: core prints those a report uses.
+GLOSSARY = (
+    Term(
+        "BI-RADS",
+        "A scale from 0 to 6 that radiologists use for breast scans. Low numbers mean nothing "
+        "worrying was seen; higher numbers mean a closer look or a biopsy is advised.",
+        also=("BIRADS",),
+    ),
+    Term(
+        "Impression",
+        "The radiologist's conclusion: the short summary of what the scan shows and what it "
+        "most likely means.",
+    ),
+    Term(
+        "Findings",
+        "What the radiologist saw on the images, part by part, before drawing a conclusion.",
+    ),
+    Term(
+        "Lesion",
+        "Any area that looks different from the tissue around it. It does not by itself mean "
+        "cancer: many lesions are harmless.",
+        also=("lesions",),
+    ),
+    Term(
+        "Nodule",
+        "A small rounded spot, usually under 3 cm. Most nodules are harmless, but some are "
+        "checked again with a later scan.",
+        also=("nodules",),
+    ),
+    Term(
+        "Mass",
+        "A lump or area of tissue that is bigger than a nodule. Tests decide what it is.",
+        also=("masses",),
+    ),
+    Term(
+        "Cyst",
+        "A small pocket filled with fluid. Simple cysts are very common and almost always "
+        "harmless.",
+        also=("cysts",),
+    ),
+    Term(
+        "Contrast",
+        "A dye given through a needle in the arm or as a drink, so that blood vessels and some "
+        "organs show up more clearly on the scan.",
+        also=("post-contrast", "gadolinium"),
+    ),
+    Term(
+        "Enhancement",
+        "How much a part of the body lights up after contrast dye is given. It helps the "
+        "radiologist tell different kinds of tissue apart.",
+        also=("enhancing", "enhances", "rim-enhancing"),
+    ),
+    Term(
+        "Incidental finding",
+        "Something seen by chance that has nothing to do with why the scan was done. Most are "
+        "harmless, but some are checked later.",
+        also=("incidental findings", "incidentaloma"),
+    ),
+    Term(
+        "Artefact",
+        "A mark or blur on the images caused by movement, metal or the machine, not by the "
+        "body itself. It can hide details.",
+        also=("artefacts", "artifact", "artifacts"),
+    ),
+    Term(
+        "Benign",
+        "Not cancer. A benign change does not spread to other parts of the body.",
+    ),
+    Term(
+        "Malignant",
+        "Cancer: cells that can grow into nearby tissue and spread to other parts of the body.",
+        also=("malignancy",),
+    ),
+    Term(
+        "Spiculated",
+        "Having spiky or star-shaped edges. Radiologists look more closely at a spot with this "
+        "shape.",
+    ),
+    Term(
+        "Calcification",
+        "A tiny deposit of calcium that shows up as a white dot. Most are harmless; some "
+        "patterns need a closer look.",
+        also=("calcifications", "microcalcifications", "calcified"),
+    ),
+    Term(
+        "Lymph node",
+        "A small bean-shaped gland that is part of the body's defence against infection. Nodes "
+        "can swell with an infection or another illness.",
+        also=("lymph nodes",),
+    ),
+    Term(
+        "Biopsy",
+        "Taking a small piece of tissue, usually with a needle, to look at it under a microscope.",
+    ),
+    Term(
+        "Follow-up",
+        "A later check, often another scan after a few months, to see whether anything has "
+        "changed.",
+        also=("follow up",),
+    ),
+)
+
+
 SPECIALTY = Specialty(
     slug=SLUG,
     title="Radiology second opinion",
@@ -345,5 +449,7 @@ SPECIALTY = Specialty(
             "discrepancies", "Comparison with the original report", ("discrepancy_comment",)
         ),
     ),
+    report_template="radiology/report.html",
+    glossary=GLOSSARY,
     for_children=True,
 )

@@ -18,6 +18,7 @@ from core.specialty import (
     ShowIf,
     SingleChoice,
     Specialty,
+    Term,
     Text,
     Year,
     YesNo,
@@ -304,6 +305,113 @@ REVIEW = Form(
     ),
 )
 
+# Words surgical opinions use, explained for patients: core prints those a report uses.
+GLOSSARY = (
+    Term(
+        "Indicated",
+        "Doctors say an operation is indicated when the reasons for having it outweigh the "
+        "reasons against it.",
+        also=("indication",),
+    ),
+    Term(
+        "Laparoscopic",
+        "Keyhole surgery: the surgeon works through a few small cuts with a camera and thin "
+        "instruments, instead of one large cut.",
+        also=("laparoscopy", "keyhole"),
+    ),
+    Term(
+        "Robotic",
+        "Keyhole surgery in which the surgeon controls the instruments through a machine, "
+        "sitting at a console in the operating room.",
+        also=("robot-assisted",),
+    ),
+    Term(
+        "Open surgery",
+        "An operation done through one larger cut, so that the surgeon can see and reach the "
+        "area directly.",
+        also=("open operation", "open approach", "conversion to open", "converted to open"),
+    ),
+    Term(
+        "Resection",
+        "Removing part or all of an organ or tissue in an operation.",
+        also=("resected", "resect"),
+    ),
+    Term(
+        "Anaesthetic",
+        "Medicine that puts you to sleep (general anaesthetic) or numbs part of the body "
+        "(local or regional anaesthetic) so that you feel no pain during the operation.",
+        also=("anaesthesia", "anesthesia", "anesthetic"),
+    ),
+    Term(
+        "ASA class",
+        "A score from I to V that anaesthetists use to describe your general health before an "
+        "operation. A higher class means a higher risk.",
+        also=("ASA",),
+    ),
+    Term(
+        "Comorbidity",
+        "Another long-term health problem you have, such as diabetes or heart disease. It can "
+        "change the risks of an operation.",
+        also=("comorbidities",),
+    ),
+    Term(
+        "Complication",
+        "A problem that happens during or after an operation, such as bleeding or an infection.",
+        also=("complications",),
+    ),
+    Term(
+        "Elective",
+        "Planned in advance, not an emergency. It does not mean the operation is optional.",
+    ),
+    Term(
+        "Conservative treatment",
+        "Treatment without an operation, for example medicines, physiotherapy or changes to "
+        "diet and activity.",
+        also=("conservative management", "conservative"),
+    ),
+    Term(
+        "Watchful waiting",
+        "Not treating straight away, but checking regularly and acting if things change.",
+        also=("active surveillance", "surveillance"),
+    ),
+    Term(
+        "Pre-operative assessment",
+        "Checks before an operation, such as blood tests and a heart tracing, to make sure it "
+        "is as safe as possible for you.",
+        also=("pre-operative", "preoperative", "pre-op", "work-up"),
+    ),
+    Term(
+        "ECG",
+        "A quick, painless recording of the heart's electrical activity, using stickers on the "
+        "chest.",
+        also=("electrocardiogram",),
+    ),
+    Term(
+        "Echocardiogram",
+        "An ultrasound scan of the heart that shows how well it pumps.",
+        also=("echo",),
+    ),
+    Term(
+        "Anticoagulant",
+        "A blood thinner: a medicine that stops blood clotting easily. Some must be stopped "
+        "for a few days before an operation.",
+        also=("anticoagulants", "anticoagulation", "blood thinners"),
+    ),
+    Term(
+        "Deep vein thrombosis",
+        "A blood clot in a deep vein, usually in the leg. The risk is higher after an "
+        "operation, so steps are taken to prevent it.",
+        also=("DVT", "thrombosis", "VTE"),
+    ),
+    Term(
+        "High-volume centre",
+        "A hospital whose team does a particular operation often. Results are usually better "
+        "for complex operations there.",
+        also=("high-volume center", "high-volume"),
+    ),
+)
+
+
 SPECIALTY = Specialty(
     slug=SLUG,
     title="Surgical second opinion",
@@ -374,5 +482,7 @@ SPECIALTY = Specialty(
         ReportSection("risks", "Risks to discuss", ("risks",)),
         ReportSection("preparation", "Before the operation", ("preop_workup",)),
     ),
+    report_template="surgical/report.html",
+    glossary=GLOSSARY,
     for_children=True,
 )
