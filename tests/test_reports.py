@@ -252,6 +252,8 @@ async def test_an_addendum_then_an_amendment_each_make_a_signed_version(running_
         assert added.status_code == 303, added.text[:2000]
         after = await browser.get(added.headers["location"])
         assert after.status_code == 200 and "The addendum is signed." in after.text
+        queue = (await browser.get("/dashboard")).text  # the case left the doctor's queue
+        assert "Reports you signed recently" in queue and case.reference in queue
         started = await post_form(browser, f"{url}/amend", {})
         assert started.status_code == 303
         form = (await browser.get(url)).text

@@ -12,6 +12,7 @@ from core.cases import service as cases
 from core.cases.states import PATIENT_STATUS
 from core.pages.staff import CASE_CURSOR, queue_page
 from core.payments import service as payments
+from core.reviews import service as reviews
 from core.roles import COORDINATOR, DOCTOR, PATIENT
 from core.security import signed_in
 from core.web import Page, page, page_request, paginate
@@ -34,6 +35,7 @@ async def dashboard(request: Request) -> Template:
     user = request.user
     found: Page[cases.CaseLine] = Page([])
     mine = await assignment.doctor_cases(user) if user.role == DOCTOR else []
+    signed = await reviews.recently_signed(user) if user.role == DOCTOR else []
     if user.role == PATIENT:
         # The cursor only positions the query; cases_of keeps it to this patient's cases.
         fetch = functools.partial(cases.cases_of, user)
@@ -49,6 +51,7 @@ async def dashboard(request: Request) -> Template:
         cases=found.rows if user.role == PATIENT else [],
         received=found.rows if user.role == COORDINATOR else [],
         doctor_cases=mine,
+        signed_cases=signed,
         **found.links("/dashboard", {}),
         statuses=PATIENT_STATUS,
     )

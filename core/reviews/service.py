@@ -585,5 +585,22 @@ async def sign_addendum(
     return row
 
 
+async def recently_signed(doctor: User, limit: int = 20) -> list[tuple[Case, datetime]]:
+    """The cases whose report this doctor signed last (a version of it), newest first: where
+    they add an addendum or correct a report. Two queries."""
+    rows = (
+        await SignedReview.select(SignedReview.case, SignedReview.signed_at)
+        .where(SignedReview.doctor == doctor.id)
+        .order_by(SignedReview.signed_at, ascending=False)
+        .limit(limit * 3)  # a case with an addendum and an amendment has three rows
+    )
+    latest: dict[int, datetime] = {}
+    for row in rows:
+        latest.setdefault(row["case"], row["signed_at"])
+    chosen = list(latest)[:limit]
+    found = {c.id: c for c in await Case.objects().where(Case.id.is_in(chosen or [0]))}
+    return [(found[i], latest[i]) for i in chosen if i in found]
+
+
 def signed_content(review: SignedReview) -> dict[str, Any]:
     return json.loads(review.content)
