@@ -231,10 +231,13 @@ async def build_view(
     reviews: Sequence[SignedReview],
     specialty: Specialty,
     settings: Settings,
+    *,
+    explain: bool = True,
 ) -> ReportView:
     """The report of `case` as of the last of `reviews` (its signed rows in sequence order, up
     to the version being shown): the latest full review (the first, or the last amendment),
-    then every addendum and amendment in order."""
+    then every addendum and amendment in order. `explain=False` leaves out the glossary's terms
+    (a regular expression per spelling over the whole text): the PDF's worker finds them."""
     zone = ZoneInfo(settings.time_zone)
     latest = reviews[-1]
     base = next(
@@ -305,7 +308,8 @@ async def build_view(
         later=later,
         issued_on=_when(latest.signed_at, zone),
     )
-    view.terms = terms_used(specialty.glossary, _texts(view))
+    if explain:
+        view.terms = terms_used(specialty.glossary, _texts(view))
     return view
 
 
@@ -318,17 +322,33 @@ def _environment(folders: tuple[str, ...]) -> Environment:
     return Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(default=True))
 
 
-def environment(plugins: PluginHost) -> Environment:
+def template_folders(plugins: PluginHost) -> tuple[str, ...]:
     """Core's templates first, then the plugins' (a plugin's report template lives there)."""
-    folders = [str(TEMPLATES)] + [str(a.templates) for a in plugins.assets() if a.templates]
-    return _environment(tuple(folders))
+    return (str(TEMPLATES), *(str(a.templates) for a in plugins.assets() if a.templates))
+
+
+def document_html(
+    view: ReportView,
+    folders: tuple[str, ...],
+    specialty_template: str | None,
+    *,
+    verify_url: str,
+    glossary: Sequence[Term] | None = None,
+) -> str:
+    """The report as a whole HTML document, for the PDF (the same parts as the report page).
+    Plain data in, text out: the PDF's worker process calls it too. With `glossary`, the terms
+    the report uses are found first."""
+    if glossary is not None:
+        view.terms = terms_used(glossary, _texts(view))
+    template = _environment(folders).get_template("reports/pdf.html")
+    return template.render(
+        report=view, specialty_template=specialty_template, verify_url=verify_url
+    )
 
 
 def render_document(
     view: ReportView, specialty: Specialty, plugins: PluginHost, *, verify_url: str
 ) -> str:
-    """The report as a whole HTML document, for the PDF (the same parts as the report page)."""
-    template = environment(plugins).get_template("reports/pdf.html")
-    return template.render(
-        report=view, specialty_template=specialty.report_template, verify_url=verify_url
+    return document_html(
+        view, template_folders(plugins), specialty.report_template, verify_url=verify_url
     )

@@ -101,18 +101,19 @@ async def produce(uid: uuid.UUID) -> bool:
         report = await Report.objects().where(Report.id == row.report).first()
         specialty = ctx.plugins.specialty(case.specialty)
         view = await render.build_view(
-            case, report.number, await _reviews_up_to(row), specialty, settings
+            case, report.number, await _reviews_up_to(row), specialty, settings, explain=False
         )
-        html = render.render_document(
-            view, specialty, ctx.plugins, verify_url=f"{settings.base_url}/verify"
-        )
-        pdf = await worker.signed_pdf(
-            html,
-            signing.load_material(settings),
+        job = worker.Job(
+            view=view,
+            folders=render.template_folders(ctx.plugins),
+            specialty_template=specialty.report_template,
+            glossary=specialty.glossary,
+            verify_url=f"{settings.base_url}/verify",
             reason=f"Second opinion report {report.number}, version {row.version}",
             location=settings.hospital_name,
-            workers=settings.report_workers,
         )
+        material = signing.load_material(settings)
+        pdf = await worker.signed_pdf(job, material, workers=settings.report_workers)
         blob = await seal_bytes(ctx.records, pdf)
     except Exception as error:
         await ReportVersion.update(
