@@ -159,6 +159,21 @@ def _install_domain_helpers(environment: Environment) -> None:
     environment.globals["due_words"] = DUE_WORDS
 
 
+_frozen = False
+
+
+def _freeze_start_up() -> None:
+    """What start-up made (modules, templates, plugins) lives as long as the process: keep it
+    out of the collector's full passes, which took 70-220 ms under report load
+    (bench/reports.py). Once per process, after a collection, so no garbage is frozen (a
+    process that starts many apps, as the tests do, would keep it for ever)."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 def _is_throttled(request) -> bool:
     return request.method == "POST" and request.url.path.startswith(THROTTLED_PATHS)
 
@@ -241,10 +256,7 @@ def create_app(settings: Settings | None = None, plugins: PluginHost | None = No
             signing.load_material(settings)
             await db.start_pool(settings)
             await worker.start()
-            # What start-up made (modules, templates, plugins) lives as long as the process:
-            # keep it out of the collector's full passes, which took 70-220 ms under report
-            # load (bench/reports.py).
-            gc.freeze()
+            _freeze_start_up()
             try:
                 yield
             finally:
