@@ -151,6 +151,7 @@ async def test_a_dead_process_lease_expires_and_its_late_record_is_ignored(
 async def test_an_admin_runs_a_job_now(running_app, client) -> None:
     scheduler = running_app.state.scheduler
     assert set(scheduler.jobs) == {
+        "issue_reports",
         "expire_offers",
         "purge_abandoned_uploads",
         "turnaround_alerts",
