@@ -66,6 +66,7 @@ async def test_signing_issues_a_signed_sealed_pdf_and_tells_the_patient(running_
     async with aclosing(browser):
         home = (await browser.get(f"/cases/{case.uid}")).text
         assert "Read your report" in home and f"/cases/{case.uid}/report" in home
+        assert "is due by" not in home  # the clock stopped: no due date to wait for
         page = await browser.get(f"/cases/{case.uid}/report")
         assert page.status_code == 200
         assert "You do not need an operation now." in page.text  # What this means for you

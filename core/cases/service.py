@@ -334,7 +334,8 @@ def flags_of(case: Case | CaseLine) -> CaseFlags:
         closed_early=case.status in (states.DECLINED, states.CANCELLED),
         can_cancel=case.status in states.TRANSITIONS["cancel"].sources,
         accepts_records=accepts_records(case),
-        shows_due_date=case.due_on is not None and case.status in states.OPEN,
+        # Until the report: once it is ready, a due date is news of nothing.
+        shows_due_date=case.due_on is not None and case.status in states.ON_THE_CLOCK,
     )
 
 

@@ -155,6 +155,7 @@ def test_the_patient_reads_verifies_and_shares_a_signed_report_through_its_corre
     [mail] = [m for m in run_async(read_mail(server.settings)) if "is ready" in m["Subject"]]
     assert mail["To"] == email and SUMMARY not in mail.get_content()
     page.goto(server.url + link_in(mail, "/cases/"))
+    screenshot(page, "report-patient-case-phone")
     page.get_by_role("link", name="Read your report").click()
     report = page.locator("article.report")
     expect(report.get_by_role("heading", name="What this means for you")).to_be_visible()
@@ -185,6 +186,7 @@ def test_the_patient_reads_verifies_and_shares_a_signed_report_through_its_corre
     tab.goto(f"{server.url}/doctor/cases/{uid}/review")
     expect(tab.locator("#report")).to_contain_text(f"Report {number}")
     tab.get_by_text("Write an addendum", exact=True).click()
+    screenshot(tab, "report-doctor-addendum")
     tab.get_by_label("What is new").fill("The ultrasound of 9 December arrived.")
     tab.get_by_role("textbox", name="Addendum").fill(
         "Ultrasound: an 11 mm hypoechoic solid mass; the biopsy advice stands."
@@ -195,6 +197,7 @@ def test_the_patient_reads_verifies_and_shares_a_signed_report_through_its_corre
     expect(tab.get_by_text("You are correcting the signed report")).to_be_visible()
     summary = tab.get_by_label("What this means for you")
     expect(summary).to_have_value(SUMMARY)
+    screenshot(tab, "report-doctor-amending")
     summary.fill(CORRECTED)
     tab.get_by_label("Why is the report amended?").fill(
         "The summary did not say how soon the biopsy should be."
