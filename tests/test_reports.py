@@ -348,3 +348,27 @@ async def test_only_the_signing_doctor_adds_to_or_corrects_the_report(running_ap
         )
     assert not await reviews.amending(case, other.user)
     assert await SignedReview.count().where(SignedReview.case == case.id) == 1
+
+
+@SQLITE
+async def test_two_producers_of_one_version_issue_it_once_and_keep_one_pdf(
+    running_app, settings, monkeypatch
+):
+    async def broken(*args, **kwargs):
+        raise OSError("not now")
+
+    monkeypatch.setattr(worker, "signed_pdf", broken)
+    _doctor, case, _patient = await _signed_case(running_app)
+    monkeypatch.undo()
+    row = await _issued(case)
+    assert row.status == "pending"
+    stored = settings.var_dir / "documents"
+    before = {p for p in stored.rglob("*") if p.is_file()}
+    # The signing request's producer and the job's, at once: both render, one issues.
+    results = await asyncio.gather(reports.produce(row.uid), reports.produce(row.uid))
+    assert sorted(results) == [False, True]
+    issued = await _issued(case)
+    after = {p for p in stored.rglob("*") if p.is_file()}
+    assert issued.status == "issued" and len(after - before) == 1  # the loser's PDF is deleted
+    data = await reports.pdf_of(case, await reports.readable_version(case, _patient.user, 1))
+    assert hashlib.sha256(data).hexdigest() == issued.sha256
