@@ -165,6 +165,8 @@ async def test_a_report_held_for_a_call_reaches_the_patient_after_the_call(runni
         assert "would like to speak with you" in page and "Read your report" not in page
         assert await reports.issue_pending() == 0  # the job does not release it either
         assert (await _issued(case)).released_at is None
+        held_page = (await browser.get(url)).text
+        assert "Hold the report for a conversation (held)" in held_page  # it can be lifted
         call = {
             "audience": "patient",
             "told": "The patient",
@@ -173,6 +175,8 @@ async def test_a_report_held_for_a_call_reaches_the_patient_after_the_call(runni
             "told_how": "phone",
         }
         assert (await post_form(browser, f"{url}/communications", call)).status_code == 303
+        released_page = (await browser.get(url)).text
+        assert "Hold the report for a conversation" not in released_page  # out: nothing to hold
     assert (await _issued(case)).released_at is not None
     assert [m for m in await read_mail(settings) if "report" in m["Subject"]]
     assert "Read your report" in await _patient_page(running_app, owner, case)

@@ -69,6 +69,9 @@ class ReviewController(Controller):
         raw = draft.raw if raw is None else raw
         signed = await reviews.last_full_review(case)
         amending = signed is not None and space.amending
+        report_state = await reports.state_of(case, request.user) if signed else None
+        # Before signing a hold is set; after, it can only be lifted (the report goes out).
+        can_hold = signed is None or bool(report_state and report_state.held)
         return page(
             request,
             template,
@@ -85,14 +88,14 @@ class ReviewController(Controller):
             signed=signed,
             amending=amending,
             signed_content=reviews.signed_content(signed) if signed else None,
-            report_state=await reports.state_of(case, request.user) if signed else None,
+            report_state=report_state,
             age=assignment.subject_age(case, assignment.today()),
             subject=await cases.subject_of(case),
             answers=cases.answers_of(case),
             questions=cases.questions_of(case),
             **await records_page(request, case, f"/doctor/cases/{case.uid}/review"),
             **await urgent_panel(
-                case, f"/doctor/cases/{case.uid}/review", can_mark=True, can_hold=True
+                case, f"/doctor/cases/{case.uid}/review", can_mark=True, can_hold=can_hold
             ),
             thread=await completeness.thread_of(case, specialty),
             opinions=await colleagues.opinions_of(case),

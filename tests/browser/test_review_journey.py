@@ -210,6 +210,7 @@ def patient_answers(
     page.get_by_label("Choose files").set_input_files(str(file))
     page.get_by_role("button", name="Upload files").click()
     expect(page.get_by_role("link", name=file.name, exact=True)).to_be_visible()
+    screenshot(page, "review-patient-asked-phone")
     page.get_by_label("Your answer").fill(answer)
     page.get_by_role("button", name="Send my answer").click()
     expect(page.get_by_text("Thank you. We told the team")).to_be_visible()
@@ -238,6 +239,7 @@ def colleague_concurs(
     with tab.expect_download(timeout=10_000) as opened:
         tab.get_by_role("link", name="report.pdf", exact=True).click()
     assert Path(opened.value.path()).read_bytes() == REPORT
+    screenshot(tab, "review-colleague-consult")
     tab.get_by_label("Concurs", exact=True).check()
     tab.get_by_label("Your comment").fill(comment)
     tab.get_by_role("button", name="Send your answer").click()
