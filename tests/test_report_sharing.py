@@ -106,6 +106,11 @@ async def test_a_link_without_a_code_opens_the_report_and_its_pdf_and_leaves_a_r
         assert f"/shared/{token}/documents/" not in page.text
         panel = await panel_of(browser, case)
         assert f"Opened {shown_at(at, settings)} (the report)" in panel
+        # And in "Who opened your records", with everyone else's readings.
+        access = (await browser.get(f"/cases/{case.uid}/access")).text
+        shared_rows = [r for r in access.split("<tr>") if "Through a link you shared" in r]
+        assert any("Viewed your report" in r for r in shared_rows), shared_rows
+        assert any("Downloaded your report" in r for r in shared_rows), shared_rows
         assert "(the report&#39;s PDF)" in panel or "(the report's PDF)" in panel
     openings = await ShareOpening.select(ShareOpening.what).order_by(ShareOpening.id)
     assert [o["what"] for o in openings] == ["report", "pdf"]

@@ -73,12 +73,20 @@ async def record_access(
 STUDY_DOWNLOAD = "document.download_study"
 # The report's readings are the case's too (core/reports writes them under these names).
 REPORT_READS = {"report.view": "viewed", "report.download": "downloaded"}
+# An opening through a link the patient shared with their own doctor (core/reports/sharing).
+SHARED_OPEN = "report_share.open"
+SHARED_WORDS = {
+    "report": "viewed your report",
+    "pdf": "downloaded your report",
+    "document": "downloaded",
+}
 READ_ACTIONS = (
     "document.download",
     "document.view",
     "document.preview",
     STUDY_DOWNLOAD,
     *REPORT_READS,
+    SHARED_OPEN,
 )
 
 
@@ -121,6 +129,15 @@ async def record_accesses(case: Case, viewer: User) -> list[AccessLine]:
             who = "You"
         else:
             who = f"{person.full_name} ({person.role})"
+        if row.action == SHARED_OPEN:
+            details = _details(row.details)
+            what = details.get("what", "")
+            file = (
+                names.get(str(details.get("document", "")), "a file") if what == "document" else ""
+            )
+            verb = SHARED_WORDS.get(str(what), "opened your report")
+            lines.append(AccessLine(row.at, "Through a link you shared", verb, file))
+            continue
         if row.action in REPORT_READS:
             version = _details(row.details).get("version")
             what = f"(version {version})" if isinstance(version, int) else ""
