@@ -47,6 +47,11 @@ class ReportNotFound(NotFound):
     """No such report (or version) for this person."""
 
 
+class ReportsNotIssued(Exception):
+    """The job could not issue some report versions: raised so that /admin/jobs shows the job
+    failing (by this type) and the scheduler tries again sooner; the versions stay pending."""
+
+
 def subscribe(events: Events) -> None:
     events.subscribe(ReviewSigned, _on_signed)
     events.subscribe(ReportHoldChanged, _on_hold_changed)
@@ -208,14 +213,15 @@ async def issue_pending() -> int:
         .order_by(ReportVersion.id)
         .limit(20)
     )
-    issued = 0
+    issued = failed = 0
     for row in rows:
         if row.attempts == 0 and row.created_at.timestamp() > cutoff:
             continue
         try:
             issued += await produce(row.uid)
-        except Exception:
-            log.warning("report version %s failed again", row.uid)
+        except Exception as error:  # counted on the row; the next run tries again
+            failed += 1
+            log.warning("report version %s failed again: %s", row.uid, type(error).__name__)
     unreleased = await ReportVersion.select(ReportVersion.case).where(
         (ReportVersion.status == ISSUED) & ReportVersion.released_at.is_null()
     )
@@ -223,6 +229,8 @@ async def issue_pending() -> int:
         case = await Case.objects().where(Case.id == case_id).first()
         async with db.transaction():
             await _release(case)
+    if failed:
+        raise ReportsNotIssued(f"{failed} report version(s) could not be issued")
     return issued
 
 
