@@ -59,6 +59,14 @@ def check_config(markdown: bool) -> None:
     )
     click.echo(f"email:       {settings.smtp_host or f'files in {settings.var_dir}/mail'}")
     click.echo(f"cookies:     {'Secure' if settings.secure_cookies else 'not Secure (plain HTTP)'}")
+    from core.reports.signing import SigningKeyError, load_material
+
+    try:  # in development this makes the self-signed pair, as the first start would
+        signer = load_material(settings).common_name
+    except SigningKeyError as problem:
+        click.echo(f"report signing: {problem}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"reports:     signed by {signer!r}")
     click.echo("configuration OK")
 
 

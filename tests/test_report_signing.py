@@ -271,3 +271,23 @@ def test_the_module_imports_without_pyhanko() -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_check_config_names_the_signer_and_refuses_a_missing_key(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from core.cli import main
+
+    monkeypatch.setenv("CONSILIUM_VAR_DIR", str(tmp_path))
+    runner = CliRunner()
+    made = runner.invoke(main, ["check-config"])
+    assert made.exit_code == 0, made.output
+    assert "report signing (development)" in made.output  # the pair made on first run
+    monkeypatch.setenv("CONSILIUM_REPORT_SIGNING_KEY", str(tmp_path / "missing-key.pem"))
+    monkeypatch.setenv("CONSILIUM_REPORT_SIGNING_CERT", str(tmp_path / "missing-cert.pem"))
+    refused = runner.invoke(main, ["check-config"])
+    assert refused.exit_code == 1
+    assert (
+        "CONSILIUM_REPORT_SIGNING_KEY" in refused.output
+        and "configuration OK" not in refused.output
+    )
