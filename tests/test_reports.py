@@ -380,3 +380,27 @@ async def test_two_producers_of_one_version_issue_it_once_and_keep_one_pdf(
     assert issued.status == "issued" and len(after - before) == 1  # the loser's PDF is deleted
     data = await reports.pdf_of(case, await reports.readable_version(case, _patient.user, 1))
     assert hashlib.sha256(data).hexdigest() == issued.sha256
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_a_logged_conversation_printed_in_reports_cannot_be_changed(running_app):
+    from core.reviews import urgent
+    from core.reviews.tables import Communication
+
+    doctor, case = await accepted(running_app)
+    told = {
+        "audience": "patient",
+        "told": "The patient",
+        "told_at": "2026-01-05T10:30",
+        "told_how": "phone",
+        "read_back": "yes",
+    }
+    await urgent.log(case, doctor.user, told, ip=None)
+    with pytest.raises(Exception, match="cannot be changed"):
+        await Communication.update({Communication.told: "Nobody"}).where(
+            Communication.case == case.id
+        )
+    with pytest.raises(Exception, match="cannot be changed"):
+        await Communication.delete().where(Communication.case == case.id)
+    [row] = await Communication.select(Communication.told).where(Communication.case == case.id)
+    assert row["told"] == "The patient"
