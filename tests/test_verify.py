@@ -400,3 +400,18 @@ def test_report_numbers_are_random_unambiguous_and_fit_the_column() -> None:
 )
 def test_numbers_are_read_as_people_type_them(typed: str | None, expected: str | None) -> None:
     assert verification.normalise_number(typed) == expected
+
+
+def test_the_next_higher_version_replaces_a_version_even_when_issued_first() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from core.reports.verification import supersessions
+
+    monday = datetime(2026, 12, 7, 9, tzinfo=UTC)
+    # Version 2's render failed and was retried after version 3 was issued.
+    issued = {1: monday, 2: monday + timedelta(days=2), 3: monday + timedelta(days=1)}
+    assert supersessions(issued) == {
+        1: (2, monday + timedelta(days=2)),
+        2: (3, monday + timedelta(days=2)),  # replaced the moment it was issued
+    }
+    assert supersessions({1: monday}) == {}

@@ -32,14 +32,14 @@ from core.facts import ReportHoldChanged, ReviewSigned
 from core.notifications import service as notifications
 from core.reports import render, signing, worker
 from core.reports.tables import Report, ReportVersion
-from core.reports.verification import new_report_number
+from core.reports.verification import ISSUED, new_report_number, supersessions
 from core.reviews import urgent
 from core.reviews.tables import SignedReview
 from core.roles import ADMIN, COORDINATOR, DOCTOR, PATIENT
 
 log = logging.getLogger(__name__)
 
-PENDING, ISSUED = "pending", "issued"
+PENDING = "pending"  # then ISSUED (verification.py: /verify counts issued versions only)
 MAX_ATTEMPTS = 20  # then a person must look (the job's page shows the error's type)
 
 
@@ -293,10 +293,9 @@ async def state_of(case: Case, reader: User) -> ReportState | None:
         .where(ReportVersion.report == report.id)
         .order_by(ReportVersion.version)
     )
-    issued_times = [r.issued_at for r in rows if r.status == ISSUED]
+    replaced = supersessions({r.version: r.issued_at for r in rows if r.status == ISSUED})
     lines = []
     for row in rows:
-        later = [t for t in issued_times if row.issued_at and t and t > row.issued_at]
         lines.append(
             VersionLine(
                 version=row.version,
@@ -304,7 +303,7 @@ async def state_of(case: Case, reader: User) -> ReportState | None:
                 status=row.status,
                 issued_at=row.issued_at,
                 released=row.released_at is not None,
-                superseded_at=min(later) if later else None,
+                superseded_at=replaced[row.version][1] if row.version in replaced else None,
                 uid=str(row.uid),
             )
         )

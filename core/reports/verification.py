@@ -11,8 +11,10 @@ number exists. (Numbers are random; see `new_report_number`.)
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -50,6 +52,18 @@ class Verdict:
         if not self.authentic:
             return "no_match"
         return "authentic" if self.current else "superseded"
+
+
+def supersessions(issued: Mapping[int, datetime]) -> dict[int, tuple[int, datetime]]:
+    """The one rule of which version replaced which: {version: (the next issued version, when
+    it replaced it)} for every issued version that is not the current one. The next higher
+    version replaces it; if that one was issued first (this one's render was retried), from the
+    moment this one was issued. `issued`: {version: issued_at} of the issued versions."""
+    order = sorted(issued)
+    return {
+        this: (following, max(issued[this], issued[following]))
+        for this, following in itertools.pairwise(order)
+    }
 
 
 def new_report_number() -> str:
@@ -112,16 +126,15 @@ async def verify(number: str, sha256: str) -> Verdict:
         .order_by(ReportVersion.version)
     )
     zone = ZoneInfo(context.settings().time_zone)
-    issued = {row["version"]: _day(row["issued_at"], zone) for row in versions}
-    later = [v for v in issued if v > found["version"]]
-    following = min(later) if later else None
+    issued = {row["version"]: row["issued_at"] for row in versions}
+    following, replaced_at = supersessions(issued).get(found["version"], (None, None))
     return Verdict(
         number=normalised,
         authentic=True,
         current=following is None,
         version=found["version"],
-        issued_on=issued.get(found["version"]),
-        superseded_on=issued[following] if following is not None else None,
+        issued_on=_day(issued.get(found["version"]), zone),
+        superseded_on=_day(replaced_at, zone),
         superseded_by=following,
     )
 
