@@ -274,7 +274,7 @@ async def test_no_link_before_the_patient_can_read_the_report(running_app):
     _doctor, case = await accepted(running_app)
     owner = await User.objects().where(User.id == case.patient).first()
     with pytest.raises(sharing.ShareRefused):
-        await sharing.create(case, owner, "Dr Aslam")
+        await sharing.create(case, owner, {"label": "Dr Aslam"})
     browser = open_client(running_app)
     await sign_in(browser, Person(owner))
     async with aclosing(browser):

@@ -80,12 +80,9 @@ class ReportShareController(Controller):
         case = await _own_case(request, uid)
         data = await form_data(request)
         kept = {key: data.get(key, "") for key in FORM_FIELDS}
-        values, errors = sharing.check_form(data)
-        if errors:
-            return await self._page(request, case, 400, share_values=kept, share_errors=errors)
         try:
             share, token, code = await sharing.create(
-                case, request.user, **values, ip=client_ip(request)
+                case, request.user, data, ip=client_ip(request)
             )
         except InvalidInput as invalid:
             return await self._page(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from hashlib import sha256
@@ -44,12 +45,11 @@ MAX_TOKEN_CHARS = 100  # token_urlsafe(32) is 43 characters
 CODE_DIGITS = 6
 SHARE_ROLE = "share_link"  # audit role of whoever holds a link (no account)
 
-REPORT, PDF, RECORDS, DOCUMENT = "report", "pdf", "records", "document"
-WHATS = (REPORT, PDF, RECORDS, DOCUMENT)
+REPORT, PDF, DOCUMENT = "report", "pdf", "document"  # what an opening opened
+WHATS = (REPORT, PDF, DOCUMENT)
 WHAT_WORDS = {
     REPORT: "the report",
     PDF: "the report's PDF",
-    RECORDS: "the list of records",
     DOCUMENT: "a record",
 }
 STATUS_WORDS = {
@@ -71,7 +71,7 @@ class ShareNotFound(NotFound):
 # The patient's side ------------------------------------------------------------------------
 
 
-def check_form(data: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+def check_form(data: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The share form (strings) read into label / days / include_records / with_code.
     Returns (values, errors keyed by field name)."""
     errors: dict[str, str] = {}
@@ -123,27 +123,14 @@ def _working(case_id: int | None = None):
 
 
 async def create(
-    case: Case,
-    patient: User,
-    label: str,
-    days: int = DAYS_DEFAULT,
-    include_records: bool = False,
-    with_code: bool = False,
-    *,
-    ip: str | None = None,
+    case: Case, patient: User, form: Mapping[str, str], *, ip: str | None = None
 ) -> tuple[ReportShare, str, str | None]:
-    """A new link for the owning patient's report: (row, token, code or None). The token and
-    the code are returned once and never stored; show them to the patient and forget them."""
+    """A new link for the owning patient's report, from the share form's entries (`check_form`;
+    InvalidInput with the field errors): (row, token, code or None). The token and the code are
+    returned once and never stored; show them to the patient and forget them."""
     if patient.role != PATIENT or case.patient != patient.id:
         raise CaseNotFound
-    values, errors = check_form(
-        {
-            "label": label,
-            "days": str(days),
-            "include_records": "1" if include_records else "",
-            "with_code": "1" if with_code else "",
-        }
-    )
+    values, errors = check_form(form)
     if errors:
         raise InvalidInput(errors)
     report = await _readable_report(case, patient)
@@ -151,7 +138,7 @@ async def create(
         raise ShareRefused("You can share your report once it is ready.")
     token, hashed = new_token()
     share_uid = uuid.uuid4()
-    code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}" if with_code else None
+    code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}" if values["with_code"] else None
     async with db.transaction():
         if await ReportShare.count().where(_working(case.id)) >= MAX_OPEN_SHARES:
             raise ShareRefused(
@@ -202,7 +189,7 @@ def status_of(share: ReportShare, at: datetime | None = None) -> str:
 @dataclass
 class Receipt:
     at: datetime
-    what: str  # report | pdf | records | document
+    what: str  # report | pdf | document
 
     @property
     def words(self) -> str:

@@ -84,4 +84,4 @@ class ShareOpening(Table, tablename="report_share_opening"):
 
     share = ForeignKey(ReportShare, on_delete=OnDelete.cascade, index=True)
     opened_at = Timestamptz(default=TimestamptzNow())
-    what = Varchar(length=12)  # report | pdf | records | document
+    what = Varchar(length=12)  # report | pdf | document
