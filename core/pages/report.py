@@ -4,6 +4,8 @@ version that does not exist, gets 404 (audited as a denial). Every opening is au
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, Request, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
@@ -13,6 +15,7 @@ from core.cases import service as cases
 from core.cases.tables import Case
 from core.reports import service as reports
 from core.reports import sharing
+from core.reports.render import ReportView
 from core.roles import PATIENT
 from core.security import record_denied, signed_in
 from core.web import client_ip, page
@@ -25,6 +28,28 @@ async def _readable(request: Request, uid: str, version: int | None) -> tuple[Ca
     except (cases.CaseNotFound, reports.ReportNotFound):
         await record_denied(request, reason="not_reader_or_missing")
         raise NotFoundException() from None
+
+
+def document_context(request: Request, case: Case, view: ReportView) -> dict[str, Any]:
+    """What templates/reports/document.html needs besides the page's own."""
+    settings = request.app.state.settings
+    return {
+        "report": view,
+        "specialty_template": request.app.state.plugins.specialty(case.specialty).report_template,
+        "verify_url": f"{settings.base_url}/verify",
+    }
+
+
+def pdf_response(data: bytes, name: str) -> Response:
+    """A signed PDF as issued, byte for byte (what /verify checks), never cached."""
+    return Response(
+        data,
+        media_type="application/pdf",
+        headers={
+            "content-disposition": f'attachment; filename="{name}"',
+            "cache-control": "no-store",
+        },
+    )
 
 
 class ReportController(Controller):
@@ -48,16 +73,13 @@ class ReportController(Controller):
         state = await reports.state_of(case, request.user)
         view = await reports.view_of(case, line)
         await reports.record_read(case, line, request.user, "view", ip=client_ip(request))
-        settings = request.app.state.settings
         return page(
             request,
             "reports/page.html",
             case=case,
-            report=view,
             state=state,
             line=line,
-            specialty_template=request.app.state.plugins.specialty(case.specialty).report_template,
-            verify_url=f"{settings.base_url}/verify",
+            **document_context(request, case, view),
             for_patient=request.user.role == PATIENT,
             **await sharing.share_panel(case, request.user),
         )
@@ -69,15 +91,7 @@ class ReportController(Controller):
         data = await reports.pdf_of(case, line)
         await reports.record_read(case, line, request.user, "download", ip=client_ip(request))
         state = await reports.state_of(case, request.user)
-        name = reports.filename_of(state.number, line.version)
-        return Response(
-            data,
-            media_type="application/pdf",
-            headers={
-                "content-disposition": f'attachment; filename="{name}"',
-                "cache-control": "no-store",
-            },
-        )
+        return pdf_response(data, reports.filename_of(state.number, line.version))
 
 
 ROUTES = [ReportController]

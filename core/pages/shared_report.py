@@ -25,6 +25,7 @@ from core.documents import service as documents
 from core.documents.content import content_disposition
 from core.documents.provider_routes import TOKEN_PAGE_HEADERS
 from core.errors import InvalidInput
+from core.pages.report import document_context, pdf_response
 from core.reports import service as reports
 from core.reports import sharing
 from core.roles import PATIENT
@@ -172,7 +173,6 @@ class SharedReportController(Controller):
         view = await reports.view_of(case, shared.line)
         records = await _records(case) if shared.share.include_records else []
         await sharing.record_opening(shared.share, sharing.REPORT, ip)
-        settings = request.app.state.settings
         return _private(
             page(
                 request,
@@ -180,14 +180,10 @@ class SharedReportController(Controller):
                 state="report",
                 token=token,
                 share=shared.share,
-                report=view,
                 line=shared.line,
                 number=shared.number,
                 records=records,
-                specialty_template=request.app.state.plugins.specialty(
-                    case.specialty
-                ).report_template,
-                verify_url=f"{settings.base_url}/verify",
+                **document_context(request, case, view),
             )
         )
 
@@ -222,14 +218,7 @@ class SharedReportController(Controller):
             return _invalid(request)
         data = await reports.pdf_of(shared.case, shared.line)
         await sharing.record_opening(shared.share, sharing.PDF, client_ip(request))
-        name = reports.filename_of(shared.number, shared.line.version)
-        return _private(
-            Response(
-                data,
-                media_type="application/pdf",
-                headers={"content-disposition": f'attachment; filename="{name}"'},
-            )
-        )
+        return _private(pdf_response(data, reports.filename_of(shared.number, shared.line.version)))
 
     @get("/documents/{doc:str}")
     async def document(self, request: Request, token: FromPath[str], doc: FromPath[str]) -> Any:
