@@ -312,6 +312,7 @@ async def test_an_addendum_then_an_amendment_each_make_a_signed_version(running_
         old = (await reader.get(f"/cases/{case.uid}/report/versions/1")).text
         middle = (await reader.get(f"/cases/{case.uid}/report/versions/2")).text
     assert "Amended report (version 3)" in current and "the next twelve months" in current
+    assert "an addendum" in current and "an amended report" in current  # the versions list
     assert "An operation is not needed this year." in current
     assert "You do not need an operation now." not in current
     assert "The ultrasound shows no new stones." in current  # the addendum still follows

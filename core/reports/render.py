@@ -30,7 +30,7 @@ from core.forms import DATE_FORMAT, Field, Repeating, display_value
 from core.plugins import PluginHost
 from core.reviews import urgent
 from core.reviews.form import LIMITATION_CHOICES
-from core.reviews.service import ADDENDUM, AMENDED
+from core.reviews.service import ADDENDUM, AMENDED, text_source
 from core.reviews.tables import SignedReview
 from core.settings import Settings
 from core.specialty import AGREES, DIFFERS, DIFFERS_IN_DETAIL, Specialty, Term
@@ -240,9 +240,8 @@ async def build_view(
     (a regular expression per spelling over the whole text): the PDF's worker finds them."""
     zone = ZoneInfo(settings.time_zone)
     latest = reviews[-1]
-    base = next(
-        r for r in reversed(reviews) if json.loads(r.content).get("kind", REPORT) != ADDENDUM
-    )
+    base = text_source(reviews)
+    assert base is not None, "a report starts with a signed review"
     content = json.loads(base.content)
     specialty_values = dict(content["specialty"].get("values", {}))
     core_values = dict(content["core"].get("values", {}))

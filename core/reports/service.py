@@ -40,6 +40,7 @@ from core.roles import ADMIN, COORDINATOR, DOCTOR, PATIENT
 log = logging.getLogger(__name__)
 
 PENDING = "pending"  # then ISSUED (verification.py: /verify counts issued versions only)
+KIND_WORDS = {"report": "the report", "addendum": "an addendum", "amended": "an amended report"}
 MAX_ATTEMPTS = 20  # then a person must look (the job's page shows the error's type)
 
 
@@ -246,6 +247,10 @@ class VersionLine:
     released: bool
     superseded_at: datetime | None  # when a later version was issued
     uid: str
+
+    @property
+    def kind_words(self) -> str:
+        return KIND_WORDS.get(self.kind, self.kind)
 
 
 @dataclass

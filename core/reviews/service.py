@@ -14,6 +14,7 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -201,15 +202,20 @@ async def amending(case: Case, doctor: User) -> bool:
     )
 
 
+def text_source(rows: Sequence[SignedReview]) -> SignedReview | None:
+    """Of a case's signed rows (in sequence order), the one the report's text comes from: the
+    review, or the latest amended report; addenda only follow it."""
+    return next((r for r in reversed(rows) if json.loads(r.content).get("kind") != ADDENDUM), None)
+
+
 async def last_full_review(case: Case) -> SignedReview | None:
-    """The review the report's text comes from: the first, or the latest amended report
-    (addenda only follow it)."""
+    """The review the report's text comes from now (`text_source` of all the case's rows)."""
     rows = (
         await SignedReview.objects()
         .where(SignedReview.case == case.id)
-        .order_by(SignedReview.sequence, ascending=False)
+        .order_by(SignedReview.sequence)
     )
-    return next((r for r in rows if json.loads(r.content).get("kind") != ADDENDUM), None)
+    return text_source(list(rows))
 
 
 async def start_amendment(case: Case, doctor: User, *, ip: str | None) -> None:
