@@ -415,3 +415,22 @@ def test_the_next_higher_version_replaces_a_version_even_when_issued_first() -> 
         2: (3, monday + timedelta(days=2)),  # replaced the moment it was issued
     }
     assert supersessions({1: monday}) == {}
+
+
+def test_the_entries_need_a_number_and_one_fingerprint_that_agree() -> None:
+    from core.reports.verification import ENTRY_MESSAGES, check_entries
+
+    good, other = "ab" * 32, "cd" * 32
+    number, digest, errors = check_entries("r 7k3m 9qxd 2hpa", "", good, {})
+    assert (number, digest, errors) == ("R-7K3M-9QXD-2HPA", good, {})
+    assert check_entries("R-7K3M-9QXD-2HPA", good.upper(), "", {})[1:] == (good, {})
+    assert check_entries("R-7K3M-9QXD-2HPA", other, good, {})[2] == {
+        "sha256": ENTRY_MESSAGES["both_differ"]
+    }
+    assert check_entries("R-7K3M-9QXD-2HPA", "", "", {})[2] == {"file": ENTRY_MESSAGES["missing"]}
+    assert check_entries("R-0000", "xyz", "", {})[2] == {
+        "number": ENTRY_MESSAGES["number"],
+        "sha256": ENTRY_MESSAGES["sha256"],
+    }
+    # A file refused while reading keeps its own message.
+    assert check_entries("R-7K3M-9QXD-2HPA", "", "", {"file": "too big"})[2] == {"file": "too big"}

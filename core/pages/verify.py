@@ -40,18 +40,12 @@ MAX_FIELD_CHARS = 200  # number and hash are far shorter; anything longer is not
 CHECKS_PER_HOUR = 60  # per address: a person checks a few; a script cannot sweep
 PDF_MAGIC = b"%PDF-"
 
+# Problems of reading the form; what the entries mean is verification.check_entries's.
 MESSAGES = {
-    "number": "Enter the report number as printed on the report, like R-7K3M-9QXD-2HPA "
-    "(12 letters and digits after the R; there is no letter O or I, and no digit 0 or 1).",
-    "missing": "Choose the report's PDF file, or paste its SHA-256 fingerprint.",
-    "sha256": "A SHA-256 fingerprint is 64 characters, digits 0–9 and letters a–f. Check that "
-    "you copied all of it.",
     "not_pdf": "This file is not a PDF. Choose the report file exactly as you received it.",
     "empty": "This file is empty. Choose the report's PDF file.",
     "too_large": f"This file is larger than {MAX_PDF_BYTES // (1024 * 1024)} MB, so it cannot be "
     "one of our reports. Check that you chose the right file.",
-    "both_differ": "The file and the fingerprint you pasted are not the same. Give only one of "
-    "them.",
     "unreadable": "The form could not be read. Please try again.",
 }
 TOO_MANY = "Too many checks from your network. Please wait {wait} and try again."
@@ -122,27 +116,16 @@ class VerifyController(Controller):
         _keep_token(request)
         submitted = await _read_form(request)
         values = submitted.values
-        number = verification.normalise_number(values.get("number"))
-        pasted = values.get("sha256", "").strip()
-        digest = verification.normalise_sha256(pasted) if pasted else None
-        errors = dict(submitted.errors)
-        if number is None and "number" not in errors:
-            errors["number"] = MESSAGES["number"]
-        if pasted and digest is None:
-            errors["sha256"] = MESSAGES["sha256"]
-        elif "file" in errors:
-            pass  # the file's own problem says enough
-        elif not submitted.file_sha256 and not digest:
-            errors["file"] = MESSAGES["missing"]
-        elif submitted.file_sha256 and digest and submitted.file_sha256 != digest:
-            errors["sha256"] = MESSAGES["both_differ"]
+        number, digest, errors = verification.check_entries(
+            values.get("number"), values.get("sha256"), submitted.file_sha256, submitted.errors
+        )
         if errors:
             await _audit(request, "invalid", {"fields": ",".join(sorted(errors))})
             return page(
                 request, TEMPLATE, submitted.status, values=values, errors=errors, verdict=None
             )
         assert number is not None
-        verdict = await verification.verify(number, submitted.file_sha256 or digest or "")
+        verdict = await verification.verify(number, digest)
         details: dict[str, Any] = {"by": "file" if submitted.file_sha256 else "hash"}
         report_uid = None
         if verdict.authentic:

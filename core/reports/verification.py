@@ -54,6 +54,40 @@ class Verdict:
         return "authentic" if self.current else "superseded"
 
 
+ENTRY_MESSAGES = {
+    "number": "Enter the report number as printed on the report, like R-7K3M-9QXD-2HPA "
+    "(12 letters and digits after the R; there is no letter O or I, and no digit 0 or 1).",
+    "missing": "Choose the report's PDF file, or paste its SHA-256 fingerprint.",
+    "sha256": "A SHA-256 fingerprint is 64 characters, digits 0–9 and letters a–f. Check that "
+    "you copied all of it.",
+    "both_differ": "The file and the fingerprint you pasted are not the same. Give only one of "
+    "them.",
+}
+
+
+def check_entries(
+    number: str | None, pasted: str | None, file_sha256: str, known: Mapping[str, str]
+) -> tuple[str | None, str, dict[str, str]]:
+    """What a check was asked: (the normalised number, the SHA-256 to look up, the errors by
+    field). One of the file (its `file_sha256`) and a pasted fingerprint is needed; both may be
+    given if they agree. `known`: the problems found reading the form (a file too large…)."""
+    errors = dict(known)
+    normalised = normalise_number(number)
+    pasted = (pasted or "").strip()
+    digest = normalise_sha256(pasted) if pasted else None
+    if normalised is None and "number" not in errors:
+        errors["number"] = ENTRY_MESSAGES["number"]
+    if pasted and digest is None:
+        errors["sha256"] = ENTRY_MESSAGES["sha256"]
+    elif "file" in errors:
+        pass  # the file's own problem says enough
+    elif not file_sha256 and not digest:
+        errors["file"] = ENTRY_MESSAGES["missing"]
+    elif file_sha256 and digest and file_sha256 != digest:
+        errors["sha256"] = ENTRY_MESSAGES["both_differ"]
+    return normalised, file_sha256 or digest or "", errors
+
+
 def supersessions(issued: Mapping[int, datetime]) -> dict[int, tuple[int, datetime]]:
     """The one rule of which version replaced which: {version: (the next issued version, when
     it replaced it)} for every issued version that is not the current one. The next higher
