@@ -405,3 +405,19 @@ async def test_a_logged_conversation_printed_in_reports_cannot_be_changed(runnin
         await Communication.delete().where(Communication.case == case.id)
     [row] = await Communication.select(Communication.told).where(Communication.case == case.id)
     assert row["told"] == "The patient"
+
+
+@SQLITE
+async def test_lifting_the_hold_sends_a_held_report(running_app, settings):
+    doctor, case = await accepted(running_app)
+    url = f"/doctor/cases/{case.uid}/review"
+    browser = open_client(running_app)
+    await sign_in(browser, doctor)
+    async with aclosing(browser):
+        assert (await post_form(browser, f"{url}/hold", {"hold": "yes"})).status_code == 303
+        await _sign(browser, doctor, url)
+        assert (await _issued(case)).released_at is None
+        # The doctor decides the report may go out without the call (no box ticked: no hold).
+        assert (await post_form(browser, f"{url}/hold", {})).status_code == 303
+    assert (await _issued(case)).released_at is not None
+    assert [m for m in await read_mail(settings) if "is ready" in m["Subject"]]
