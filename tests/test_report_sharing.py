@@ -88,6 +88,7 @@ async def test_a_link_without_a_code_opens_the_report_and_its_pdf_and_leaves_a_r
     async with aclosing(browser), aclosing(doctor):
         token, code, made = await make_share(browser, case)
         assert code is None and "Your link is ready" in made
+        assert "Make the link" not in made  # no second link by mistake: the form is not here
         at = datetime(2026, 12, 3, 9, 5, tzinfo=UTC)
         monkeypatch.setattr(clock, "now", lambda: at)
         page = await doctor.get(f"/shared/{token}")
