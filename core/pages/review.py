@@ -40,9 +40,15 @@ async def _space(request: Request, case: Case, specialty: Any) -> reviews.Worksp
     return await reviews.workspace(case, specialty, amending=amending)
 
 
+def _not_accepted(request: Request, _: reviews.NotAccepted) -> Redirect:
+    """A case only offered to this doctor has no review yet: back to the case, to accept it."""
+    return redirect(f"/doctor/cases/{request.path_params['uid']}")
+
+
 class ReviewController(Controller):
     path = "/doctor/cases/{uid:str}/review"
     guards = [role_guard(DOCTOR)]
+    exception_handlers = {reviews.NotAccepted: _not_accepted}
 
     async def _case(self, request: Request, uid: str) -> Case:
         try:
@@ -110,10 +116,7 @@ class ReviewController(Controller):
 
     @get("/")
     async def show(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         return await self._page(request, case)
 
     async def _save(self, request: Request, case: Case, raw: dict[str, list[str]]) -> reviews.Draft:
@@ -131,10 +134,7 @@ class ReviewController(Controller):
     @post("/")
     async def save(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
         """Save the draft ("Save draft", a row added or removed), or check it for signing."""
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         specialty = specialty_of(request, case.specialty)
         raw = await form_lists(request)
         action = str((await request.form()).get("action") or "save")
@@ -157,7 +157,10 @@ class ReviewController(Controller):
     @post("/autosave")
     async def autosave(self, request: Request, uid: FromPath[str]) -> Template:
         """htmx: keep the entries; answer with the new version (or the newer text, 409)."""
-        case = await self._case(request, uid)
+        try:
+            case = await self._case(request, uid)
+        except reviews.NotAccepted as offered:  # htmx swaps a status in, not a whole page
+            raise Refused(offered.message) from None
         raw = await form_lists(request)
         context: dict[str, Any] = {"case": case}
         try:
@@ -198,10 +201,7 @@ class ReviewController(Controller):
     async def confirm(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
         """The review as it will read, and the signature form; the form again when a field
         needs attention."""
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         return await self._preview(request, case)
 
     async def _preview(
@@ -230,10 +230,7 @@ class ReviewController(Controller):
 
     @post("/sign")
     async def sign(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         form = await request.form()
         specialty = specialty_of(request, case.specialty)
         version = str(form.get("version") or "")
@@ -265,10 +262,7 @@ class ReviewController(Controller):
     @post("/amend")
     async def amend(self, request: Request, uid: FromPath[str]) -> Redirect:
         """Open the signed review again as a draft, to correct it."""
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         try:
             await reviews.start_amendment(case, request.user, ip=client_ip(request))
         except reviews.ReviewClosed:
@@ -277,19 +271,13 @@ class ReviewController(Controller):
 
     @post("/amend/cancel")
     async def cancel_amendment(self, request: Request, uid: FromPath[str]) -> Redirect:
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         await reviews.cancel_amendment(case, request.user, ip=client_ip(request))
         return redirect(f"/doctor/cases/{case.uid}/review")
 
     @post("/addendum")
     async def addendum(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         values = await form_data(request)
         try:
             await reviews.sign_addendum(
@@ -323,10 +311,7 @@ class ReviewController(Controller):
     async def _urgent_act(
         self, request: Request, uid: str, notice: str, action: Any
     ) -> Template | Redirect:
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         values = await form_data(request)
         try:
             await action(case, values)
@@ -374,10 +359,7 @@ class ReviewController(Controller):
 
     @post("/colleagues")
     async def invite(self, request: Request, uid: FromPath[str]) -> Template | Redirect:
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         values = await form_data(request)
         try:
             await colleagues.invite(case, request.user, values, ip=client_ip(request))
@@ -393,10 +375,7 @@ class ReviewController(Controller):
     async def withdraw(
         self, request: Request, uid: FromPath[str], invite: FromPath[str]
     ) -> Template | Redirect:
-        try:
-            case = await self._case(request, uid)
-        except reviews.NotAccepted:
-            return redirect(f"/doctor/cases/{uid}")
+        case = await self._case(request, uid)
         try:
             await colleagues.withdraw(case, request.user, invite, ip=client_ip(request))
         except colleagues.InviteNotFound:
